@@ -1,0 +1,3 @@
+"""persona-studio: chat logs in, living personas out."""
+
+__version__ = "0.1.0"

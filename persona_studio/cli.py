@@ -1,0 +1,85 @@
+"""`persona-studio`: the TUI by default, headless subcommands for everything else.
+
+Each area registers its own subcommands from `persona_studio/commands/<area>.py`
+(`register(sub)`, and optionally `register_export(export_sub)` for `export <kind>`), so a new
+feature adds a module here, not a branch in this file. Handlers take (args, workspace) and
+return an exit code; a `UserError` anywhere becomes one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from persona_studio import __version__
+from persona_studio.errors import UserError
+
+COMMAND_MODULES = [
+    "persona_studio.commands.core",
+    "persona_studio.commands.data",
+    "persona_studio.commands.train",
+    "persona_studio.commands.chat",
+    "persona_studio.commands.lore",
+    "persona_studio.commands.export",
+]
+
+Handler = Callable[[argparse.Namespace, Any], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--workspace", "-w", metavar="DIR", default=None,
+        help="workspace directory (default: the current directory)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="persona-studio",
+        description="Turn chat logs into character personas. With no command, opens the studio (TUI).",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"persona-studio {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    export = sub.add_parser("export", parents=[common], help="export datasets, adapters, models, cards")
+    export_sub = export.add_subparsers(dest="export_kind", metavar="KIND", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # an area not built yet
+                continue
+            raise
+        if hasattr(mod, "register"):
+            mod.register(sub, common)
+        if hasattr(mod, "register_export"):
+            mod.register_export(export_sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "handler", None)
+    try:
+        if handler is None:
+            from persona_studio.tui.run import run_tui
+
+            return run_tui(args.workspace)
+        ws = None
+        if getattr(args, "needs_workspace", True):
+            from persona_studio.workspace import Workspace
+
+            ws = Workspace.open(args.workspace)
+        return handler(args, ws)
+    except UserError as exc:
+        print(f"persona-studio: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("persona-studio: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""`init`, `info`: workspace-level commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from persona_studio.workspace import Workspace
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("init", parents=[common], help="create a workspace with a commented settings.jsonc")
+    p.add_argument("dir", help="directory to create (may exist and be empty)")
+    p.set_defaults(handler=run_init, needs_workspace=False)
+
+    p = sub.add_parser("info", parents=[common], help="check the workspace and print what is in it")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(handler=run_info)
+
+
+def run_init(args: argparse.Namespace, _ws: None) -> int:
+    ws = Workspace.init(args.dir)
+    print(f"created workspace {ws.root} (edit {ws.settings_path.name}, add personas under personas/)")
+    return 0
+
+
+def run_info(args: argparse.Namespace, ws: Workspace) -> int:
+    store = ws.store()
+    try:
+        counts = {
+            row["status"]: row["n"]
+            for row in store.query("SELECT status, count(*) AS n FROM samples GROUP BY status")
+        }
+        info = {
+            "workspace": str(ws.root),
+            "base_model": ws.settings.model.name_or_path,
+            "engine": ws.settings.engine.backend,
+            "personas": ws.persona_ids(),
+            "schema_version": store.version,
+            "samples": counts,
+        }
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(info, ensure_ascii=False))
+    else:
+        for k, v in info.items():
+            print(f"{k:>15}: {v}")
+    return 0

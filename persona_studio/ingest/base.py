@@ -1,0 +1,41 @@
+"""The common record every importer yields, and the errors they raise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from persona_studio.errors import UserError
+
+# What a message is. Only "text" becomes training data; the rest are skipped or cut the
+# conversation (settings: make_dataset.non_text).
+Kind = Literal["text", "image", "sticker", "voice", "video", "file", "quote", "system", "recall", "other"]
+
+
+@dataclass(slots=True)
+class Message:
+    """One chat message as imported, before any cleaning.
+
+    ts: POSIX seconds (UTC for zone-aware sources, local wall time read as UTC otherwise),
+        None where the source has no time (generic datasets).
+    chat: the conversation/room the message belongs to ("" for one-to-one exports).
+    speaker: display name; speaker_id: stable id where the source has one, else the name.
+    role: set only by sources that already know roles (OpenAI/ShareGPT/Alpaca…): "user",
+        "assistant" or "system"; chat exports leave it None and `--me` decides.
+    conv: for generic datasets, the index of the conversation the message belongs to, so
+        sample boundaries are kept as the source had them; None for chat exports.
+    """
+
+    ts: float | None
+    speaker: str
+    text: str
+    kind: Kind = "text"
+    speaker_id: str = ""
+    chat: str = ""
+    role: str | None = None
+    conv: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class ImportError_(UserError, ValueError):
+    """A whole-file failure: one line naming the file and line/record. Nothing is stored."""

@@ -1,0 +1,330 @@
+"""The typed schema of `settings.jsonc`.
+
+Every section is a dataclass; every field carries its documentation and its bounds in
+`field(metadata=...)`, so one generic validator can reject unknown keys, wrong types and
+out-of-range values with the key path, the file:line and a "did you mean".
+API keys are never stored here: settings name the environment variable that holds them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from persona_studio import jsonc
+from persona_studio.errors import UserError
+
+# vLLM accepts only these LoRA ranks (vllm/config/lora.py); an adapter of another rank cannot be served.
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+PiiAction = Literal["redact", "drop", "keep"]
+
+
+class SettingsError(UserError, ValueError):
+    """A one-line, user-facing error: `file:line: key.path: what is wrong`."""
+
+
+def _f(default: Any, doc: str, **rules: Any) -> Any:
+    if isinstance(default, type) and dataclasses.is_dataclass(default):
+        return field(default_factory=default, metadata={"doc": doc, **rules})
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"doc": doc, **rules})
+    return field(default=default, metadata={"doc": doc, **rules})
+
+
+@dataclass
+class ModelArgs:
+    name_or_path: str = _f("Qwen/Qwen2.5-7B-Instruct", "Base model: a local directory or a hub name.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = _f(
+        "auto", "Weights dtype; auto = bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU."
+    )
+    trust_remote_code: bool = _f(False, "Allow model repositories to run their own code.")
+
+
+@dataclass
+class PiiArgs:
+    phone: PiiAction = _f("redact", "Mainland-China mobiles and international numbers -> <PHONE>.")
+    id_card: PiiAction = _f("redact", "18-digit resident ID numbers (checksum-validated) -> <ID>.")
+    email: PiiAction = _f("redact", "E-mail addresses -> <EMAIL>.")
+    url: PiiAction = _f("redact", "URLs -> <URL>.")
+    bank_card: PiiAction = _f("redact", "Bank card numbers (Luhn-validated) -> <BANK_CARD>.")
+    ip: PiiAction = _f("redact", "IPv4/IPv6 addresses -> <IP>.")
+
+
+@dataclass
+class JudgeArgs:
+    enable: bool = _f(False, "Score every sample with an LLM judge and keep those >= accept_score.")
+    online_llm_clear: bool = _f(False, "Use an OpenAI-compatible API (base_url) instead of offline vLLM.")
+    base_url: str = _f("http://127.0.0.1:8000/v1", "OpenAI-compatible endpoint of the judge.")
+    model_name: str = _f("", "Judge model name; empty = the base model.")
+    api_key_env: str = _f("OPENAI_API_KEY", "Environment variable holding the judge's API key.")
+    accept_score: int = _f(2, "Keep samples scored at least this (1-5).", min=1, max=5)
+    batch_size: int = _f(16, "Samples per judge request batch.", min=1, max=4096)
+    timeout_s: float = _f(60.0, "Per-request timeout for the online judge.", min=1)
+
+
+@dataclass
+class MakeDatasetArgs:
+    single_combine_time_window: float = _f(
+        2.0, "Minutes: consecutive messages of one speaker within this merge into one turn.", min=0
+    )
+    qa_match_time_window: float = _f(
+        5.0, "Minutes: a reply within this continues the conversation; a longer gap starts a new sample.", min=0
+    )
+    combine_separator: str = _f("\n", "Joins merged messages of one turn.")
+    non_text: Literal["skip", "cut"] = _f(
+        "skip", "Stickers, images, voice, recalls, system notices: skip them, or cut the conversation there."
+    )
+    min_turn_chars: int = _f(1, "Drop turns shorter than this many characters.", min=0)
+    max_turn_chars: int = _f(2000, "Drop turns longer than this many characters.", min=1)
+    max_turns: int = _f(20, "Split conversations longer than this many turns.", min=2)
+    blocked_words: list[str] = _f([], "Messages containing any of these are removed (hits are recorded).")
+    blocked_words_file: str = _f("", "Optional word-list file, one word per line, relative to the workspace.")
+    pii: PiiArgs = _f(PiiArgs, "What to do with each kind of personal data: redact, drop (the message) or keep.")
+    dedup: bool = _f(True, "Drop identical samples.")
+    judge: JudgeArgs = _f(JudgeArgs, "LLM judge that scores samples.")
+
+
+@dataclass
+class TrainSftArgs:
+    quantization: Literal["nf4", "none"] = _f("nf4", "nf4 = QLoRA (4-bit NF4, double quant); none = 16-bit LoRA.")
+    lora_rank: int = _f(8, "LoRA rank; must be one vLLM can serve.", choices=VLLM_LORA_RANKS)
+    lora_alpha: int = _f(16, "LoRA alpha (scaling = alpha / rank).", min=1)
+    lora_dropout: float = _f(0.05, "LoRA dropout.", min=0.0, max=0.9)
+    lora_target: list[str] = _f(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        "Linear modules that get LoRA adapters.",
+    )
+    learning_rate: float = _f(1e-4, "Peak learning rate.", min=0.0, max=1.0)
+    num_train_epochs: float = _f(2.0, "Epochs over the accepted samples.", min=0.01)
+    per_device_train_batch_size: int = _f(2, "Micro-batch size.", min=1)
+    gradient_accumulation_steps: int = _f(4, "Micro-batches per optimizer step.", min=1)
+    cutoff_len: int = _f(1024, "Token length at which samples are truncated.", min=16)
+    eval_ratio: float = _f(0.05, "Fraction of samples held out for eval loss.", min=0.0, max=0.5)
+    warmup_ratio: float = _f(0.03, "Linear warm-up fraction.", min=0.0, max=0.5)
+    lr_scheduler_type: Literal["cosine", "linear", "constant"] = _f("cosine", "Learning-rate schedule.")
+    gradient_checkpointing: bool = _f(True, "Trade compute for memory.")
+    logging_steps: int = _f(1, "Optimizer steps between metrics lines.", min=1)
+    save_steps: int = _f(50, "Optimizer steps between checkpoints.", min=1)
+    seed: int = _f(42, "Random seed.")
+    identity_samples: int = _f(20, "Self-cognition samples generated from the persona card.", min=0)
+    max_steps: int = _f(-1, "Stop after this many optimizer steps (-1 = use epochs).", min=-1)
+
+
+@dataclass
+class InferArgs:
+    temperature: float = _f(0.7, "Sampling temperature.", min=0.0, max=5.0)
+    top_p: float = _f(0.9, "Nucleus sampling.", min=0.0, max=1.0)
+    repetition_penalty: float = _f(1.1, "Repetition penalty.", min=0.5, max=3.0)
+    max_new_tokens: int = _f(256, "Reply length limit in tokens.", min=1)
+
+
+@dataclass
+class VllmArgs:
+    gpu_memory_utilization: float = _f(
+        0.85, "Fraction of GPU memory (CPU build: of RAM) vLLM may take.", min=0.01, max=1.0
+    )
+    max_model_len: int = _f(4096, "Context length.", min=16)
+    enforce_eager: bool = _f(False, "Disable CUDA graphs (faster start, slower decode).")
+    tensor_parallel_size: int = _f(1, "GPUs per engine.", min=1)
+    max_lora_rank: int = _f(0, "0 = derived from the adapters present.", min=0)
+    max_loras: int = _f(0, "Adapters in one batch; 0 = number of personas.", min=0)
+    max_cpu_loras: int = _f(0, "Adapters cached in RAM; 0 = derived (>= max_loras).", min=0)
+
+
+@dataclass
+class EngineArgs:
+    backend: Literal["vllm", "remote", "transformers"] = _f(
+        "vllm", "vllm = in-process vLLM; remote = OpenAI-compatible server; transformers = peft fallback."
+    )
+    base_url: str = _f("http://127.0.0.1:8000/v1", "Remote server URL (backend = remote).")
+    api_key_env: str = _f("PERSONA_STUDIO_API_KEY", "Environment variable holding the remote server's key.")
+    timeout_s: float = _f(120.0, "Remote request timeout.", min=1)
+
+
+@dataclass
+class RagArgs:
+    enable: bool = _f(True, "Retrieve lore snippets into each persona's prompt.")
+    embedding_model: str = _f("packaged", "packaged = the offline all-MiniLM-L6-v2; or a local model path.")
+    chunk_chars: int = _f(600, "Characters per lore chunk.", min=50)
+    chunk_overlap: int = _f(80, "Characters shared by neighbouring chunks.", min=0)
+    top_k: int = _f(3, "Snippets retrieved per turn.", min=0, max=50)
+    max_distance: float = _f(1.0, "Cosine distance above which a snippet is ignored.", min=0.0, max=2.0)
+
+
+@dataclass
+class PartyArgs:
+    strategy: Literal["natural", "list", "pooled", "manual"] = _f("natural", "Who speaks next.")
+    allow_self_responses: bool = _f(False, "May a persona answer itself?")
+    auto_delay_s: float = _f(2.0, "Pause between turns in auto mode.", min=0)
+
+
+@dataclass
+class Settings:
+    version: str = _f("1", "Schema version of this file.")
+    model: ModelArgs = _f(ModelArgs, "The base model every persona adapter is trained on.")
+    make_dataset: MakeDatasetArgs = _f(MakeDatasetArgs, "Import and cleaning.")
+    train_sft_args: TrainSftArgs = _f(TrainSftArgs, "QLoRA training.")
+    infer_args: InferArgs = _f(InferArgs, "Sampling for chat and parties.")
+    engine: EngineArgs = _f(EngineArgs, "Which inference backend to use.")
+    vllm_args: VllmArgs = _f(VllmArgs, "vLLM engine options.")
+    rag_args: RagArgs = _f(RagArgs, "Lore retrieval.")
+    party: PartyArgs = _f(PartyArgs, "Tea-party defaults.")
+
+
+def defaults() -> Settings:
+    return Settings()
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+class _Checker:
+    def __init__(self, source: str, lines: dict[jsonc.Path_, int]):
+        self.source, self.lines = source, lines
+
+    def fail(self, path: jsonc.Path_, msg: str) -> typing.NoReturn:
+        line = jsonc.line_of(self.lines, path)
+        where = f"{self.source}:{line}" if line else self.source
+        dotted = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in path).replace(".[", "[")
+        raise SettingsError(f"{where}: {dotted or '(top level)'}: {msg}")
+
+    def build(self, cls: type, raw: Any, path: jsonc.Path_) -> Any:
+        if not isinstance(raw, dict):
+            self.fail(path, f"expected an object, got {_kind(raw)}")
+        hints = _hints(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in raw:
+            if key not in names:
+                close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+                hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(names)})"
+                self.fail(path + (key,), f"unknown key{hint}")
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            if f.name in raw:
+                kwargs[f.name] = self.value(tp, raw[f.name], path + (f.name,), f.metadata)
+        return cls(**kwargs)
+
+    def value(self, tp: Any, v: Any, path: jsonc.Path_, rules: Any) -> Any:
+        if dataclasses.is_dataclass(tp):
+            return self.build(tp, v, path)
+        origin = typing.get_origin(tp)
+        if origin is Literal:
+            choices = typing.get_args(tp)
+            if v not in choices:
+                self.fail(path, f"must be one of {', '.join(map(repr, choices))}, got {v!r}")
+            return v
+        if origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if v is None:
+                return None
+            return self.value(args[0], v, path, rules)
+        if origin is list:
+            if not isinstance(v, list):
+                self.fail(path, f"expected a list, got {_kind(v)}")
+            (item,) = typing.get_args(tp)
+            return [self.value(item, x, path + (i,), {}) for i, x in enumerate(v)]
+        if tp is bool:
+            if not isinstance(v, bool):
+                self.fail(path, f"expected true or false, got {_kind(v)}")
+        elif tp is int:
+            if isinstance(v, bool) or not (isinstance(v, int) or (isinstance(v, float) and v.is_integer())):
+                self.fail(path, f"expected an integer, got {_kind(v)}")
+            v = int(v)
+        elif tp is float:
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                self.fail(path, f"expected a number, got {_kind(v)}")
+            v = float(v)
+        elif tp is str:
+            if not isinstance(v, str):
+                self.fail(path, f"expected a string, got {_kind(v)}")
+        if "min" in rules and v < rules["min"]:
+            self.fail(path, f"must be >= {rules['min']}, got {v}")
+        if "max" in rules and v > rules["max"]:
+            self.fail(path, f"must be <= {rules['max']}, got {v}")
+        if "choices" in rules and v not in rules["choices"]:
+            self.fail(path, f"must be one of {', '.join(map(str, rules['choices']))}, got {v}")
+        return v
+
+
+def _kind(v: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(v), f"{type(v).__name__} {v!r}"
+    )
+
+
+def parse(text: str, source: str = "settings.jsonc") -> Settings:
+    try:
+        raw = jsonc.loads(text, source)
+    except jsonc.JsoncError as exc:
+        raise SettingsError(str(exc)) from None
+    return _Checker(source, jsonc.key_lines(text)).build(Settings, raw, ())
+
+
+def load(path: Path) -> Settings:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise SettingsError(f"{path}: not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: cannot read: {exc}") from None
+    return parse(text, str(path))
+
+
+def api_key(env_name: str) -> str | None:
+    """The secret named by a settings key; read at use, never written anywhere."""
+    return os.environ.get(env_name) or None
+
+
+def to_dict(s: Any) -> dict[str, Any]:
+    return dataclasses.asdict(s)
+
+
+def default_text() -> str:
+    """A commented default settings.jsonc, generated from the schema so docs never drift."""
+    import json
+
+    out = [
+        "// persona-studio settings (JSONC: comments and trailing commas are fine).",
+        "// Every key is optional; unknown keys are errors. Secrets come from environment",
+        "// variables named by the *_env keys and are never written here.",
+        "{",
+    ]
+
+    def emit(obj: Any, indent: int) -> None:
+        pad = "  " * indent
+        fields_ = dataclasses.fields(obj)
+        for i, f in enumerate(fields_):
+            comma = "," if i < len(fields_) - 1 else ""
+            doc = f.metadata.get("doc", "")
+            bounds = [f"{k} {f.metadata[k]}" for k in ("min", "max") if k in f.metadata]
+            tp = _hints(type(obj))[f.name]
+            if typing.get_origin(tp) is Literal:
+                bounds.append("one of " + " | ".join(map(str, typing.get_args(tp))))
+            if "choices" in f.metadata:
+                bounds.append("one of " + " | ".join(map(str, f.metadata["choices"])))
+            out.append(f"{pad}// {doc}" + (f" [{'; '.join(bounds)}]" if bounds else ""))
+            val = getattr(obj, f.name)
+            if dataclasses.is_dataclass(val):
+                out.append(f'{pad}"{f.name}": {{')
+                emit(val, indent + 1)
+                out.append(f"{pad}}}{comma}")
+            else:
+                out.append(f'{pad}"{f.name}": {json.dumps(val, ensure_ascii=False)}{comma}')
+
+    emit(defaults(), 1)
+    out.append("}")
+    return "\n".join(out) + "\n"
