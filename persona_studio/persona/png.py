@@ -1,0 +1,104 @@
+"""Character cards inside PNG files, read and written by walking chunks (no image library).
+
+A card is a `tEXt` chunk whose keyword is `chara` (V2) or `ccv3` (V3) and whose text is
+base64 of the card's UTF-8 JSON. Reading checks every chunk's CRC so a damaged file gives
+one clear error instead of a half-read card.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import struct
+import zlib
+from collections.abc import Iterator
+
+from persona_studio.errors import UserError
+
+SIGNATURE = b"\x89PNG\r\n\x1a\n"
+CARD_KEYWORDS = ("ccv3", "chara")
+
+
+class PngError(UserError, ValueError):
+    """A one-line error about a PNG card file."""
+
+
+def chunks(blob: bytes, source: str) -> Iterator[tuple[bytes, bytes]]:
+    """Yield (type, data) for each chunk up to IEND, checking lengths and CRCs."""
+    if not blob.startswith(SIGNATURE):
+        raise PngError(f"{source}: not a PNG file (bad signature)")
+    pos = len(SIGNATURE)
+    while True:
+        if pos + 8 > len(blob):
+            raise PngError(f"{source}: truncated PNG (no IEND chunk)")
+        length, ctype = struct.unpack(">I4s", blob[pos : pos + 8])
+        end = pos + 8 + length
+        if end + 4 > len(blob):
+            raise PngError(f"{source}: truncated PNG (chunk {ctype!r} at byte {pos} runs past the end)")
+        data = blob[pos + 8 : end]
+        (crc,) = struct.unpack(">I", blob[end : end + 4])
+        if zlib.crc32(ctype + data) != crc:
+            raise PngError(f"{source}: corrupt PNG (bad CRC in chunk {ctype.decode('latin-1')!r} at byte {pos})")
+        yield ctype, data
+        if ctype == b"IEND":
+            return
+        pos = end + 4
+
+
+def _chunk(ctype: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + ctype + data + struct.pack(">I", zlib.crc32(ctype + data))
+
+
+def text_chunks(blob: bytes, source: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for ctype, data in chunks(blob, source):
+        if ctype == b"tEXt" and b"\0" in data:
+            key, _, text = data.partition(b"\0")
+            out.setdefault(key.decode("latin-1"), text.decode("latin-1"))
+    return out
+
+
+def read_card(blob: bytes, source: str) -> dict:
+    texts = text_chunks(blob, source)
+    keyword = next((k for k in CARD_KEYWORDS if k in texts), None)
+    if keyword is None:
+        raise PngError(f"{source}: PNG has no character card (no 'ccv3' or 'chara' tEXt chunk)")
+    try:
+        raw = base64.b64decode("".join(texts[keyword].split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise PngError(f"{source}: tEXt '{keyword}': not valid base64 ({exc})") from None
+    try:
+        card = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise PngError(f"{source}: tEXt '{keyword}': card is not UTF-8 (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise PngError(f"{source}: tEXt '{keyword}': card is not valid JSON ({exc.msg} at char {exc.pos})") from None
+    if not isinstance(card, dict):
+        raise PngError(f"{source}: tEXt '{keyword}': a card must be a JSON object")
+    return card
+
+
+def with_text_chunks(image: bytes, cards: list[tuple[str, dict]], source: str) -> bytes:
+    """`image` with old card chunks removed and one tEXt chunk per (keyword, card) before IEND."""
+    out = [SIGNATURE]
+    for ctype, data in chunks(image, source):
+        if ctype == b"tEXt" and data.partition(b"\0")[0].decode("latin-1") in CARD_KEYWORDS:
+            continue
+        if ctype == b"IEND":
+            for keyword, card in cards:
+                payload = base64.b64encode(json.dumps(card, ensure_ascii=False).encode("utf-8"))
+                out.append(_chunk(b"tEXt", keyword.encode("latin-1") + b"\0" + payload))
+        out.append(_chunk(ctype, data))
+    return b"".join(out)
+
+
+def default_image(name: str, size: int = 256) -> bytes:
+    """A plain square PNG in a colour derived from the name (so personas look different)."""
+    r, g, b = hashlib.sha1(name.encode("utf-8")).digest()[:3]
+    # Soften towards pastel so the default avatar is easy on the eye.
+    pixel = bytes(((r + 255) // 2, (g + 255) // 2, (b + 255) // 2))
+    row = b"\0" + pixel * size  # filter byte 0 (None) + RGB pixels
+    ihdr = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    return SIGNATURE + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(row * size, 9)) + _chunk(b"IEND", b"")
