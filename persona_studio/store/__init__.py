@@ -32,18 +32,20 @@ class Store:
             # exactly what `tx()` wraps, DDL included.
             conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
             conn.row_factory = sqlite3.Row
+            # Check the version before anything that writes (WAL switch, migrations), so a
+            # database from a newer persona-studio is refused untouched.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                conn.close()
+                raise StoreError(
+                    f"{path}: database schema v{version} is newer than this persona-studio"
+                    f" (v{SCHEMA_VERSION}); upgrade persona-studio"
+                )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA synchronous=NORMAL")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: not a persona-studio database ({exc})") from None
-        if version > SCHEMA_VERSION:
-            conn.close()
-            raise StoreError(
-                f"{path}: database schema v{version} is newer than this persona-studio (v{SCHEMA_VERSION});"
-                " upgrade persona-studio"
-            )
         store = cls(conn, path)
         if migrate and version < SCHEMA_VERSION:
             store._migrate(version)

@@ -1,0 +1,49 @@
+"""The stage list and the base class every stage screen shares (status line + footer)."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from persona_studio.tui.widgets.status import StatusLine
+
+
+class StageScreen(Screen):
+    """A stage: status line on top, the stage's body, the key footer at the bottom."""
+
+    STAGE_TITLE = ""
+
+    def compose(self) -> ComposeResult:
+        yield StatusLine(id="status")
+        yield from self.compose_body()
+        yield Footer()
+
+    def compose_body(self) -> ComposeResult:  # overridden by each stage
+        yield from ()
+
+    @property
+    def workspace(self):
+        return self.app.workspace  # type: ignore[attr-defined]
+
+
+def _lazy(module: str, cls: str) -> Callable[[], Screen]:
+    # Screens are imported when first shown, so start-up pays only for the first stage.
+    def factory() -> Screen:
+        return getattr(importlib.import_module(f"persona_studio.tui.screens.{module}"), cls)()
+
+    return factory
+
+
+# (mode, key, title, factory)
+STAGES: list[tuple[str, str, str, Callable[[], Screen]]] = [
+    ("import", "1", "Import", _lazy("import_", "ImportScreen")),
+    ("review", "2", "Review", _lazy("review", "ReviewScreen")),
+    ("train", "3", "Train", _lazy("train", "TrainScreen")),
+    ("chat", "4", "Chat", _lazy("chat", "ChatScreen")),
+    ("party", "5", "Tea party", _lazy("party", "PartyScreen")),
+    ("export", "6", "Export", _lazy("export", "ExportScreen")),
+]

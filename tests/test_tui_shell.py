@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from persona_studio.tui.app import create_app
+from persona_studio.tui.widgets.status import StatusLine
+from tests.tui_helpers import screen_text, wait_until
+
+STAGES = ["import", "review", "train", "chat", "party", "export"]
+
+
+async def test_number_keys_reach_every_stage(workspace) -> None:
+    app = create_app(workspace.root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.current_mode == "import")
+        for key, mode in zip("123456", STAGES, strict=True):
+            await pilot.press(key)
+            await wait_until(pilot, lambda m=mode: app.current_mode == m)
+            assert type(app.screen).__name__.lower().startswith(mode.rstrip("_"))
+
+
+async def test_command_palette_switches_stage(workspace) -> None:
+    app = create_app(workspace.root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.current_mode == "import")
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"Go to Tea party")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.current_mode == "party")
+
+
+async def test_status_line_shows_workspace_model_engine_jobs(workspace) -> None:
+    app = create_app(workspace.root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.current_mode == "import")
+        text = str(app.screen.query_one(StatusLine).render())
+        assert workspace.root.name in text
+        assert "Qwen2.5-7B-Instruct" in text and "engine not started" in text and "jobs 0 running" in text
+        app.set_engine_state("starting 40%")
+        await pilot.pause()
+        assert "engine starting 40%" in str(app.screen.query_one(StatusLine).render())
+
+
+async def test_footer_shows_stage_bindings(workspace) -> None:
+    from textual.widgets import Footer
+
+    app = create_app(workspace.root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.current_mode == "import")
+        footer = app.screen.query_one(Footer)
+        keys = {b.key for (_, b, _, _) in footer.screen.active_bindings.values()}
+        assert {"1", "2", "3", "4", "5", "6", "ctrl+q"} <= keys
+
+
+async def test_broken_settings_show_an_error_panel_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "settings.jsonc").write_text('{\n  "train_sft_args": {"lora_rank": 7}\n}')
+    app = create_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        text = screen_text(pilot)
+        assert "cannot open this workspace" in text
+        assert "settings.jsonc:2: train_sft_args.lora_rank: must be one of" in text
+        await pilot.press("q")
+    assert app.return_code == 2
+    assert not (tmp_path / ".studio").exists()
+
+
+async def test_missing_workspace_shows_error_panel(tmp_path: Path) -> None:
+    app = create_app(tmp_path / "nowhere")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert "workspace does not exist" in screen_text(pilot)
+
+
+def test_shell_does_not_import_heavy_libraries(workspace) -> None:
+    """Visiting every stage must not import torch & co. on the UI thread (checked in a fresh process)."""
+    import subprocess
+
+    code = f"""
+import asyncio, sys
+from persona_studio.tui.app import create_app
+async def main():
+    app = create_app({str(workspace.root)!r})
+    async with app.run_test(size=(80, 24)) as pilot:
+        for key in "123456":
+            await pilot.press(key)
+            await pilot.pause()
+asyncio.run(main())
+print(sorted(m for m in ("torch", "transformers", "vllm", "chromadb", "peft") if m in sys.modules))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "[]"
