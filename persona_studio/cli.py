@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "persona_studio.commands.chat",
     "persona_studio.commands.lore",
     "persona_studio.commands.persona",
+    "persona_studio.commands.review",
     "persona_studio.commands.export",
 ]
 
