@@ -1,0 +1,205 @@
+"""LLM judge: score each sample 1-5 and accept/reject it by `judge.accept_score`.
+
+Two backends: offline vLLM (`LLM.chat` with structured outputs constrained to the choice
+"1".."5", so any model — even a tiny random one — answers with a valid score), or an
+OpenAI-compatible API (`judge.online_llm_clear`, `base_url`, `model_name`, `api_key_env`),
+where vLLM servers get the same constraint through `structured_outputs` and other servers are
+parsed for the first digit 1-5.
+
+Scores land in `scores` (judge = "vllm:<model>" / "api:<model>"). The judge sets a sample's
+status only while no review action is live on it: a person's accept/reject/edit wins.
+Already-scored samples are skipped unless `rescore`; scores are written per batch, so an
+interrupted run keeps what it finished and the next run continues.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from persona_studio.errors import UserError
+
+Progress = Callable[[int, int | None], None]
+CHOICES = ["1", "2", "3", "4", "5"]
+_DIGIT = re.compile(r"[1-5]")
+_ONLINE_MAX_CHARS = 8000
+
+INSTRUCTION = (
+    "You check training data for a chatbot that imitates {name}. Below is one conversation; "
+    "the lines of {name} are what the bot will learn to say.\n\n{conversation}\n\n"
+    "Rate from 1 to 5 how useful it is for learning to talk like {name}: 5 = natural, coherent, "
+    "in character; 3 = usable but dull or thin; 1 = noise, broken, spam or off-topic. "
+    "Answer with one digit only."
+)
+
+
+class JudgeError(UserError, RuntimeError):
+    pass
+
+
+def render(name: str, turns: Sequence[dict[str, Any]]) -> str:
+    lines = []
+    for t in turns:
+        who = name if t["role"] == "assistant" else t.get("name") or "Other"
+        lines.append(f"{who}: {t['content']}")
+    return "\n".join(lines)
+
+
+def parse_score(text: str) -> int | None:
+    m = _DIGIT.search(text or "")
+    return int(m.group(0)) if m else None
+
+
+class OfflineJudge:
+    """vLLM in-process. Build it in a `__main__`-guarded program: vLLM starts worker processes."""
+
+    def __init__(self, model: str, *, dtype: str = "auto", max_model_len: int = 4096,
+                 gpu_memory_utilization: float = 0.85, enforce_eager: bool = False,
+                 trust_remote_code: bool = False):
+        from vllm import LLM
+
+        if dtype == "auto":
+            import torch
+
+            dtype = "auto" if torch.cuda.is_available() else "float32"
+        self.name = f"vllm:{model}"
+        self.max_model_len = max_model_len
+        self.llm = LLM(model=model, dtype=dtype, max_model_len=max_model_len,
+                       gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
+                       trust_remote_code=trust_remote_code)
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def _fit(self, persona_name: str, turns: Sequence[dict[str, Any]]) -> str:
+        # Keep the prompt inside max_model_len: cut the conversation, never the question.
+        frame = len(self.tokenizer.encode(INSTRUCTION.format(name=persona_name, conversation="")))
+        budget = max(16, self.max_model_len - frame - 48)
+        conv = render(persona_name, turns)
+        ids = self.tokenizer.encode(conv, add_special_tokens=False)
+        if len(ids) > budget:
+            conv = self.tokenizer.decode(ids[:budget]) + " …"
+        return INSTRUCTION.format(name=persona_name, conversation=conv)
+
+    def score(self, persona_name: str, samples: Sequence[Sequence[dict[str, Any]]]) -> list[int | None]:
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        params = SamplingParams(temperature=0.0, max_tokens=4,
+                                structured_outputs=StructuredOutputsParams(choice=CHOICES))
+        chats = [[{"role": "user", "content": self._fit(persona_name, t)}] for t in samples]
+        outs = self.llm.chat(chats, params, use_tqdm=False)
+        return [parse_score(o.outputs[0].text if o.outputs else "") for o in outs]
+
+    def close(self) -> None:
+        del self.llm
+
+
+class OnlineJudge:
+    """Any OpenAI-compatible chat endpoint; requests of one batch run concurrently."""
+
+    def __init__(self, base_url: str, model: str, api_key: str | None, timeout_s: float, workers: int = 8):
+        from openai import OpenAI
+
+        self.name = f"api:{model}"
+        self.base_url, self.model, self.workers = base_url, model, workers
+        self.client = OpenAI(base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout_s, max_retries=1)
+        self.constrain = True
+
+    def _one(self, prompt: str) -> int | None:
+        import openai
+
+        kwargs: dict[str, Any] = {"model": self.model, "messages": [{"role": "user", "content": prompt}],
+                                  "max_tokens": 4, "temperature": 0.0}
+        try:
+            if self.constrain:
+                try:
+                    r = self.client.chat.completions.create(
+                        **kwargs, extra_body={"structured_outputs": {"choice": CHOICES}})
+                except openai.BadRequestError:
+                    self.constrain = False  # not a vLLM server: ask plainly and parse the digit
+                    r = self.client.chat.completions.create(**kwargs)
+            else:
+                r = self.client.chat.completions.create(**kwargs)
+        except openai.APIConnectionError as exc:
+            raise JudgeError(f"judge: cannot reach {self.base_url} (judge.base_url): {exc}") from None
+        except openai.APIStatusError as exc:
+            raise JudgeError(f"judge: {self.base_url} answered {exc.status_code}: {exc.message}"[:300]) from None
+        return parse_score(r.choices[0].message.content or "")
+
+    def score(self, persona_name: str, samples: Sequence[Sequence[dict[str, Any]]]) -> list[int | None]:
+        prompts = [INSTRUCTION.format(name=persona_name, conversation=render(persona_name, t)[:_ONLINE_MAX_CHARS])
+                   for t in samples]
+        with ThreadPoolExecutor(max_workers=min(self.workers, max(1, len(prompts)))) as pool:
+            return list(pool.map(self._one, prompts))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def make_judge(ws: Any) -> OfflineJudge | OnlineJudge:
+    from persona_studio import settings as settings_mod
+
+    s = ws.settings
+    j = s.make_dataset.judge
+    model = j.model_name or s.model.name_or_path
+    if j.online_llm_clear:
+        return OnlineJudge(j.base_url, model, settings_mod.api_key(j.api_key_env), j.timeout_s)
+    v = s.vllm_args
+    return OfflineJudge(model, dtype=s.model.dtype, max_model_len=v.max_model_len,
+                        gpu_memory_utilization=v.gpu_memory_utilization, enforce_eager=v.enforce_eager,
+                        trust_remote_code=s.model.trust_remote_code)
+
+
+def score_persona(ws: Any, persona_id: str, *, rescore: bool = False, judge: Any = None,
+                  progress: Progress | None = None) -> dict[str, Any]:
+    """Score the persona's samples (those not yet scored by this judge, unless `rescore`)."""
+    import json
+
+    from persona_studio.importer import check_persona
+    from persona_studio.persona.card import load_persona
+
+    check_persona(ws, persona_id)
+    name = load_persona(ws, persona_id).name or persona_id
+    j = ws.settings.make_dataset.judge
+    own = judge is None
+    judge = judge or make_judge(ws)
+    store = ws.store()
+    counts: Counter[str] = Counter()
+    try:
+        skip_scored = "" if rescore else " AND NOT EXISTS (SELECT 1 FROM scores c WHERE c.sample_id = s.id AND c.judge = ?)"
+        params: tuple[Any, ...] = (persona_id,) if rescore else (persona_id, judge.name)
+        rows = store.query(f"SELECT s.id, s.turns FROM samples s WHERE s.persona_id = ?{skip_scored} ORDER BY s.id", params)
+        total = len(rows)
+        for start in range(0, total, j.batch_size):
+            batch = rows[start:start + j.batch_size]
+            scores = judge.score(name, [json.loads(r["turns"]) for r in batch])
+            with store.tx() as db:
+                for r, sc in zip(batch, scores, strict=True):
+                    if sc is None:
+                        counts["unparsed"] += 1
+                        continue
+                    counts[f"score_{sc}"] += 1
+                    db.execute(
+                        "INSERT INTO scores (sample_id, judge, score) VALUES (?,?,?)"
+                        " ON CONFLICT(sample_id, judge) DO UPDATE SET score = excluded.score,"
+                        " scored_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')",
+                        (r["id"], judge.name, float(sc)),
+                    )
+                    status = "accepted" if sc >= j.accept_score else "rejected"
+                    changed = db.execute(
+                        "UPDATE samples SET status = ? WHERE id = ? AND status != ? AND NOT EXISTS"
+                        " (SELECT 1 FROM edits e WHERE e.sample_id = samples.id AND e.undone = 0)",
+                        (status, r["id"], status),
+                    ).rowcount
+                    counts[status] += 1
+                    counts["status_changed"] += changed
+            if progress is not None:
+                progress(min(start + j.batch_size, total), total)
+    finally:
+        store.close()
+        if own:
+            judge.close()
+    return {"persona": persona_id, "judge": judge.name, "scored": total - counts["unparsed"],
+            "accept_score": j.accept_score, **dict(sorted(counts.items()))}

@@ -1,0 +1,141 @@
+"""Personal data in message text: find it, and redact it with a typed placeholder.
+
+One combined regex finds candidates of every enabled kind in a single pass; a candidate
+only counts after its own check (ID-card checksum, Luhn for bank cards, `ipaddress` for
+IPv6). Texts with no digit, '@', ':' or '.' cannot hold any of these, so a cheap pre-check
+skips the big regex for most chat lines. Ordinary numbers (prices, times, years, counts)
+survive: phone patterns need a mobile prefix, a '+' country code or a landline shape; bank
+cards need 13-19 digits starting 2-6 and a valid Luhn sum.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+
+PLACEHOLDERS: dict[str, str] = {
+    "url": "<URL>",
+    "email": "<EMAIL>",
+    "ip": "<IP>",
+    "id_card": "<ID>",
+    "bank_card": "<BANK_CARD>",
+    "phone": "<PHONE>",
+}
+KINDS = tuple(PLACEHOLDERS)
+
+# RFC 3986 characters only: in Chinese chat a link is often followed by text with no space.
+_URL_TAIL = r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*"
+_TLDS = r"com|cn|net|org|io|me|cc|top|xyz|info|edu|gov|co|uk|de|jp|ru|app|dev|ai"
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+
+# Order matters: at one position the first alternative that matches wins, so the most
+# specific shapes (URLs that may hold emails/IPs/digits, then emails, then IPs) come first.
+_PATTERNS: dict[str, str] = {
+    "url": (
+        rf"(?:https?://|ftp://|www\.){_URL_TAIL}"
+        rf"|(?<![A-Za-z0-9_@.-])[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.(?:{_TLDS})(?![A-Za-z0-9@-])(?:/{_URL_TAIL})?"
+    ),
+    "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+    "ip": (
+        rf"(?<![\d.]){_OCTET}(?:\.{_OCTET}){{3}}(?!\.?\d)"
+        r"|(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])"
+    ),
+    "id_card": r"(?<![0-9A-Za-z])\d{17}[\dXx](?![0-9A-Za-z])",
+    "bank_card": r"(?<![\d+])[2-6](?:\d{12,18}|\d{3}(?:[ -]\d{4}){3}(?:[ -]?\d{1,3})?)(?!\d)",
+    "phone": (
+        r"(?<![\d+])(?:\+?86[ -]?)?1[3-9]\d(?:\d{8}|[ -]\d{4}[ -]\d{4})(?!\d)"  # CN mobile
+        r"|\+\d{1,3}(?:[ -]?\(\d{1,4}\))?(?:[ -]?\d{2,5}){2,5}(?!\d)"  # +CC ... international
+        r"|(?<!\d)0\d{2,3}-\d{7,8}(?!\d)"  # CN landline 010-12345678
+        r"|(?<![\d-])\(\d{3}\) ?\d{3}-\d{4}(?!\d)|(?<![\d-])\d{3}-\d{3}-\d{4}(?![\d-])"  # NANP
+    ),
+}
+
+_PRECHECK = re.compile(r"[0-9@:.]")
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"
+
+
+def id_card_ok(s: str) -> bool:
+    """GB 11643 checksum of an 18-character resident ID number."""
+    if len(s) != 18 or not s[:17].isdigit():
+        return False
+    total = sum(int(c) * w for c, w in zip(s[:17], _ID_WEIGHTS, strict=True))
+    return _ID_CHECK[total % 11] == s[17].upper()
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, c in enumerate(reversed(digits)):
+        d = ord(c) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _ipv6_ok(s: str) -> bool:
+    if sum(1 for g in s.split(":") if g) < 2:  # "e::" is valid IPv6 but far likelier prose
+        return False
+    # "12:30:45" (a time) has too few groups and no "::": ipaddress rejects it.
+    try:
+        ipaddress.IPv6Address(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _intl_phone_ok(s: str) -> bool:
+    n = sum(c.isdigit() for c in s)
+    return 8 <= n <= 15
+
+
+class Redactor:
+    """Applies the per-kind action ('redact' | 'drop' | 'keep') of `make_dataset.pii`."""
+
+    def __init__(self, actions: Mapping[str, str] | object):
+        if not isinstance(actions, Mapping):
+            actions = {k: getattr(actions, k) for k in KINDS}
+        self.actions = {k: actions.get(k, "redact") for k in KINDS}
+        active = [k for k in KINDS if self.actions[k] != "keep"]
+        self._re = re.compile("|".join(f"(?P<{k}>{_PATTERNS[k]})" for k in active)) if active else None
+        self._counts: dict[str, int] = {}
+        self._drop = False
+
+    def apply(self, text: str) -> tuple[str | None, dict[str, int]]:
+        """Return (new text, or None when a 'drop' kind was found; counts per kind found)."""
+        if self._re is None or not _PRECHECK.search(text):
+            return text, {}
+        self._counts = {}
+        self._drop = False
+        out = self._re.sub(self._replace, text)
+        return (None if self._drop else out), self._counts
+
+    def _replace(self, m: re.Match[str]) -> str:
+        kind = m.lastgroup or ""
+        s = m.group(0)
+        if kind == "url":
+            # Sentence punctuation right after a link is not part of it.
+            stripped = s.rstrip(".,;:!?)]}'\"")
+            tail = s[len(stripped):]
+            return self._hit("url", stripped) + tail
+        if kind == "ip" and ":" in s and not _ipv6_ok(s):
+            return s
+        if kind == "id_card" and not id_card_ok(s):
+            # An 18-digit run with a bad checksum may still be a bank card.
+            if s.isdigit() and s[0] in "23456" and self.actions["bank_card"] != "keep" and luhn_ok(s):
+                return self._hit("bank_card", s)
+            return s
+        if kind == "bank_card" and not luhn_ok(s.replace(" ", "").replace("-", "")):
+            return s
+        if kind == "phone" and s.startswith("+") and not _intl_phone_ok(s):
+            return s
+        return self._hit(kind, s)
+
+    def _hit(self, kind: str, s: str) -> str:
+        self._counts[kind] = self._counts.get(kind, 0) + 1
+        if self.actions[kind] == "drop":
+            self._drop = True
+        return PLACEHOLDERS[kind]

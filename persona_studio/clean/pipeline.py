@@ -1,0 +1,247 @@
+"""make-dataset: a persona's stored messages -> samples, in one store transaction.
+
+Per message, in stream order: non-text kinds are skipped or cut the conversation; blocked
+words remove the message (each hit recorded in blocked_hits); PII is redacted, or the message
+dropped, per kind; what is left is sessionized into conversations and samples (see
+sessionize.py). Each sample gets the persona card's system prompt, is deduplicated by hash
+and counted in tokens.
+
+Re-runnable: samples are upserted by (persona_id, hash). A sample generated again keeps its
+row — status, review edits, scores. Import samples no longer generated are deleted. One
+`dataset_runs` row per run holds the settings and the summary; blocked_hits keep the latest
+run only (the Review screen shows those).
+
+Judge disabled => samples stay 'pending'. Training uses pending samples while nothing of the
+persona was ever scored, and accepted ones otherwise; rejected never.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from persona_studio.clean.blocked import BlockedWords, load_words
+from persona_studio.clean.dedup import Dedup, sample_hash
+from persona_studio.clean.pii import Redactor
+from persona_studio.clean.sessionize import Rules, Sessionizer, Turns
+from persona_studio.clean.tokens import TokenCounter, report
+from persona_studio.importer import check_persona
+
+Progress = Callable[[int, int | None], None]
+
+_BATCH = 2000
+_UPSERT = (
+    "INSERT INTO samples (persona_id, run_id, hash, system, turns, n_turns, n_tokens, source, status, meta)"
+    " VALUES (?,?,?,?,?,?,?,'import','pending',?)"
+    " ON CONFLICT(persona_id, hash) DO UPDATE SET run_id = excluded.run_id"
+)
+
+
+def system_prompt(ws: Any, persona_id: str) -> str:
+    """The system prompt of every sample: the card's, else "You are NAME." (never empty)."""
+    from persona_studio.persona.card import load_persona
+
+    p = load_persona(ws, persona_id)
+    return p.system_prompt.strip() or f"You are {p.name or persona_id}."
+
+
+class _Run:
+    """State of one make-dataset pass over the messages (kept out of locals for clarity)."""
+
+    def __init__(self, ws: Any, persona_id: str, system: str, existing: set[str], run_id: int, db: Any):
+        md = ws.settings.make_dataset
+        self.persona_id, self.system, self.existing, self.run_id, self.db = (
+            persona_id, system, existing, run_id, db
+        )
+        self.cut_non_text = md.non_text == "cut"
+        self.blocked = BlockedWords(load_words(md.blocked_words, md.blocked_words_file, ws.root))
+        self.redactor = Redactor(md.pii)
+        self.sess = Sessionizer(Rules.from_settings(md))
+        self.dedup = Dedup(md.dedup)
+        self.tokens = TokenCounter(ws.settings.model.name_or_path, ws.settings.model.trust_remote_code)
+        self.skipped: Counter[str] = Counter()
+        self.redacted: Counter[str] = Counter()
+        self.pii_dropped: Counter[str] = Counter()
+        self.word_hits: Counter[str] = Counter()
+        self.samples: Counter[str] = Counter()
+        self.lengths: list[int] = []
+        self.pending: list[tuple[str, Turns, str]] = []
+        self.open_hits: dict[tuple[Hashable, int], list[tuple[str, int, str]]] = {}
+        self.hits: list[tuple[str, int, str, str | None]] = []
+
+    def feed(self, rows: Any, progress: Progress | None, total: int) -> int:
+        sess, blocked, redactor, skipped = self.sess, self.blocked, self.redactor, self.skipped
+        conv_of: dict[int, Hashable] = {}
+        n = 0
+        for msg_id, import_id, ts, chat, speaker, is_me, kind, text, meta in rows:
+            n += 1
+            if progress is not None and not n & 0x3FFF:
+                progress(n, total)
+            key: Hashable = (import_id, chat)
+            if meta != "{}" and '"conv"' in meta:
+                # A generic dataset: the source's sample boundaries, not time windows.
+                m = json.loads(meta)
+                key = (import_id, "conv", m.get("conv"))
+                prev = conv_of.get(import_id)
+                if prev is not None and prev != key:
+                    sess.cut(prev)
+                conv_of[import_id] = key
+                if m.get("role") == "system":
+                    skipped["source_system_prompt"] += 1
+                    continue
+            if kind != "text":
+                skipped[f"non_text:{kind}"] += 1
+                if self.cut_non_text:
+                    sess.cut(key)
+                continue
+            text = text.strip()
+            if not text:
+                skipped["empty"] += 1
+                continue
+            words = blocked.hits(text)
+            if words:
+                skipped["blocked_word"] += 1
+                hits = self.open_hits.setdefault((key, sess.touch(key, ts)), [])
+                for w in words:
+                    self.word_hits[w] += 1
+                    hits.append((w, msg_id, text))
+                continue
+            clean, found = redactor.apply(text)
+            if found:
+                if clean is None:
+                    skipped["pii_drop"] += 1
+                    for k in found:
+                        self.pii_dropped[k] += 1
+                    sess.touch(key, ts)
+                    continue
+                for k, c in found.items():
+                    self.redacted[k] += c
+            sess.add(key, ts, speaker, bool(is_me), clean)
+            if sess.done:
+                self.drain()
+        sess.close_all()
+        self.drain()
+        self.flush()
+        for hits in self.open_hits.values():  # conversations that produced no turns at all
+            self.hits.extend((w, mid, t, None) for w, mid, t in hits)
+        if progress is not None:
+            progress(n, total)
+        return n
+
+    def drain(self) -> None:
+        for key, serial, samples in self.sess.done:
+            first: str | None = None
+            chat = key[1] if isinstance(key, tuple) and len(key) == 2 else ""
+            for turns in samples:
+                h = self.dedup.check(sample_hash(self.system, turns))
+                if h is None:
+                    self.samples["duplicates_dropped"] += 1
+                    continue
+                first = first or h
+                self.pending.append((h, turns, chat))
+            hits = self.open_hits.pop((key, serial), None)
+            if hits:
+                self.hits.extend((w, mid, t, first) for w, mid, t in hits)
+        self.sess.done.clear()
+        if len(self.pending) >= _BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        lens = self.tokens.count([(self.system, turns) for _, turns, _ in self.pending])
+        self.lengths.extend(lens)
+        rows = []
+        for (h, turns, chat), n_tok in zip(self.pending, lens, strict=True):
+            self.samples["new" if h not in self.existing else "kept"] += 1
+            rows.append((
+                self.persona_id, self.run_id, h, self.system,
+                json.dumps(turns, ensure_ascii=False), len(turns), n_tok,
+                json.dumps({"chat": chat}, ensure_ascii=False) if chat else "{}",
+            ))
+        self.db.executemany(_UPSERT, rows)
+        self.pending.clear()
+
+
+def make_dataset(ws: Any, persona_id: str, progress: Progress | None = None) -> dict[str, Any]:
+    """Rebuild `persona_id`'s samples from its stored messages; return the run summary."""
+    check_persona(ws, persona_id)
+    system = system_prompt(ws, persona_id)
+    md = ws.settings.make_dataset
+    started = time.monotonic()
+    store = ws.store()
+    try:
+        with store.tx() as db:
+            total = db.execute(
+                "SELECT count(*) FROM messages WHERE import_id IN (SELECT id FROM imports WHERE persona_id = ?)",
+                (persona_id,),
+            ).fetchone()[0]
+            run_id = db.execute(
+                "INSERT INTO dataset_runs (persona_id, settings) VALUES (?, ?)",
+                (persona_id, json.dumps(dataclasses.asdict(md), ensure_ascii=False)),
+            ).lastrowid
+            existing = {
+                r[0] for r in db.execute(
+                    "SELECT hash FROM samples WHERE persona_id = ? AND source = 'import'", (persona_id,)
+                )
+            }
+            run = _Run(ws, persona_id, system, existing, run_id, db)
+            cur = db.cursor()
+            cur.row_factory = None  # plain tuples: a million sqlite3.Row objects cost real time
+            cur.execute(
+                "SELECT m.id, m.import_id, m.ts, m.chat, m.speaker, m.is_me, m.kind, m.text, m.meta"
+                " FROM imports i JOIN messages m ON m.import_id = i.id"
+                " WHERE i.persona_id = ? ORDER BY m.import_id, m.seq",
+                (persona_id,),
+            )
+            read = run.feed(cur, progress, total)
+            removed = db.execute(
+                "DELETE FROM samples WHERE persona_id = ? AND source = 'import' AND (run_id IS NULL OR run_id != ?)",
+                (persona_id, run_id),
+            ).rowcount
+            db.execute("DELETE FROM blocked_hits WHERE persona_id = ?", (persona_id,))
+            db.executemany(
+                "INSERT INTO blocked_hits (persona_id, run_id, word, message_id, text, sample_hash)"
+                " VALUES (?,?,?,?,?,?)",
+                [(persona_id, run_id, w, mid, t, h) for w, mid, t, h in run.hits],
+            )
+            kept_samples = run.samples["new"] + run.samples["kept"]
+            summary: dict[str, Any] = {
+                "persona": persona_id,
+                "run_id": run_id,
+                "messages": {
+                    "read": read,
+                    "skipped": dict(sorted(run.skipped.items())),
+                    "kept": read - sum(run.skipped.values()),
+                },
+                "redacted": dict(sorted(run.redacted.items())),
+                "pii_dropped": dict(sorted(run.pii_dropped.items())),
+                "blocked": {"messages": run.skipped["blocked_word"], "hits": len(run.hits),
+                            "words": dict(run.word_hits.most_common())},
+                "sessionize": dict(sorted(run.sess.counts.items())),
+                "samples": {
+                    "total": kept_samples,
+                    "new": run.samples["new"],
+                    "kept_with_review_state": run.samples["kept"],
+                    "removed_stale": removed,
+                    "duplicates_dropped": run.samples["duplicates_dropped"],
+                },
+                "tokens": report(run.lengths, run.tokens.label, run.tokens.exact,
+                                 ws.settings.train_sft_args.cutoff_len),
+                "seconds": round(time.monotonic() - started, 2),
+            }
+            db.execute(
+                "UPDATE dataset_runs SET summary = ? WHERE id = ?",
+                (json.dumps(summary, ensure_ascii=False), run_id),
+            )
+    finally:
+        store.close()
+    if md.judge.enable:
+        from persona_studio.clean.judge import score_persona
+
+        summary["judge"] = score_persona(ws, persona_id)
+    return summary

@@ -1,0 +1,195 @@
+"""`import`, `speakers`, `make-dataset`, `score` and `export dataset`: the data commands, headless.
+
+Each prints a short human summary, or with `--json` one JSON object; progress goes to stderr
+and only when stderr is a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+class TerminalProgress:
+    """A progress bar (known total) or a running count (unknown total) on stderr, at most 10 Hz."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.last = 0.0
+        self.shown = False
+
+    def __call__(self, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        final = total is not None and done >= total
+        if not final and now - self.last < 0.1:
+            return
+        self.last = now
+        if total:
+            width = 30
+            fill = int(width * min(done, total) / total)
+            line = f"\r{self.label} [{'#' * fill}{'.' * (width - fill)}] {done:,}/{total:,}"
+        else:
+            line = f"\r{self.label}: {done:,} messages"
+        print(line, end="", file=sys.stderr, flush=True)
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            print(file=sys.stderr, flush=True)
+
+
+def progress_for(label: str) -> TerminalProgress | None:
+    return TerminalProgress(label) if sys.stderr.isatty() else None
+
+
+def _run_with_progress(label: str, fn: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    bar = progress_for(label)
+    try:
+        return fn(bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from persona_studio.ingest import FORMATS
+
+    p = sub.add_parser("import", parents=[common], help="import chat export files for a persona")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--persona", required=True, metavar="ID")
+    p.add_argument("--me", metavar="SPEAKER",
+                   help="the persona's speaker (name or id; see `speakers FILE`); optional for datasets with roles")
+    p.add_argument("--format", default="auto", choices=("auto", *FORMATS))
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(handler=run_import)
+
+    p = sub.add_parser("speakers", parents=[common], help="list the speakers of a chat export with message counts")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--format", default="auto", choices=("auto", *FORMATS))
+    p.add_argument("--json", action="store_true", help="print JSON [[speaker, count], ...]")
+    p.set_defaults(handler=run_speakers, needs_workspace=False)
+
+    p = sub.add_parser("make-dataset", parents=[common],
+                       help="clean a persona's messages into training samples (re-runnable)")
+    p.add_argument("--persona", required=True, metavar="ID")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(handler=run_make_dataset)
+
+    p = sub.add_parser("score", parents=[common], help="score a persona's samples with the LLM judge")
+    p.add_argument("--persona", required=True, metavar="ID")
+    p.add_argument("--rescore", action="store_true", help="score samples this judge already scored, too")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(handler=run_score)
+
+
+def register_export(export_sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from persona_studio.export.dataset import FORMATS, STATUS_CHOICES
+
+    p = export_sub.add_parser("dataset", parents=[common], help="samples as OpenAI / ShareGPT / Alpaca JSONL")
+    p.add_argument("--persona", required=True, metavar="ID")
+    p.add_argument("--format", default="openai", choices=FORMATS)
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the .jsonl file to write")
+    p.add_argument("--status", default="usable", choices=STATUS_CHOICES,
+                   help="usable (default) = what training uses: accepted, plus pending while nothing is scored")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(handler=run_export_dataset)
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, ensure_ascii=False))
+
+
+def run_import(args: argparse.Namespace, ws: Any) -> int:
+    from persona_studio.importer import import_files
+
+    summary = _run_with_progress(
+        "importing", lambda bar: import_files(ws, args.persona, args.files, args.me, args.format, bar)
+    )
+    if args.json:
+        _print_json(summary)
+        return 0
+    for f in summary["files"]:
+        if f["status"] == "unchanged":
+            print(f"{f['path']}: already imported for {args.persona} (unchanged)")
+            continue
+        skipped = sum(f["skipped_kinds"].values())
+        print(f"{f['path']}: {f['format']} ({f['encoding']}): {f['stored']:,} messages stored, "
+              f"{f['me_messages']:,} by the persona, {f['bad']:,} bad lines, {skipped:,} records skipped")
+        for ex in f["bad_examples"][:3]:
+            print(f"  bad: {ex}")
+    return 0
+
+
+def run_speakers(args: argparse.Namespace, _ws: None) -> int:
+    from persona_studio.errors import UserError
+    from persona_studio.ingest import speakers
+
+    path = Path(args.file).expanduser()
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    rows = speakers(path, args.format)
+    if args.json:
+        _print_json([[s, n] for s, n in rows])
+    else:
+        for s, n in rows:
+            print(f"{n:>9,}  {s}")
+    return 0
+
+
+def run_make_dataset(args: argparse.Namespace, ws: Any) -> int:
+    from persona_studio.clean.pipeline import make_dataset
+
+    summary = _run_with_progress("make-dataset", lambda bar: make_dataset(ws, args.persona, bar))
+    if args.json:
+        _print_json(summary)
+        return 0
+    m, s, t = summary["messages"], summary["samples"], summary["tokens"]
+    print(f"{args.persona}: {m['read']:,} messages read, {m['kept']:,} kept; "
+          f"{s['total']:,} samples ({s['new']:,} new, {s['kept_with_review_state']:,} unchanged, "
+          f"{s['removed_stale']:,} removed, {s['duplicates_dropped']:,} duplicates dropped)")
+    if m["skipped"]:
+        print("  skipped: " + ", ".join(f"{k} {v:,}" for k, v in m["skipped"].items()))
+    if summary["redacted"]:
+        print("  redacted: " + ", ".join(f"{k} {v:,}" for k, v in summary["redacted"].items()))
+    if summary["blocked"]["hits"]:
+        print("  blocked words: " + ", ".join(f"{k} {v:,}" for k, v in summary["blocked"]["words"].items()))
+    if t.get("samples"):
+        print(f"  tokens ({t['counter']}): p50 {t['p50']}, p95 {t['p95']}, p99 {t['p99']}, max {t['max']}; "
+              f"suggested cutoff_len {t['suggested_cutoff_len']} (now {t['cutoff_len']}, "
+              f"{t['truncated_at_cutoff']:,} samples longer)")
+    if "judge" in summary:
+        j = summary["judge"]
+        print(f"  judge {j['judge']}: {j['scored']:,} scored, {j.get('accepted', 0):,} accepted, "
+              f"{j.get('rejected', 0):,} rejected")
+    return 0
+
+
+def run_score(args: argparse.Namespace, ws: Any) -> int:
+    from persona_studio.clean.judge import score_persona
+
+    summary = _run_with_progress(
+        "scoring", lambda bar: score_persona(ws, args.persona, rescore=args.rescore, progress=bar)
+    )
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"{args.persona}: judge {summary['judge']}: {summary['scored']:,} scored, "
+              f"{summary.get('accepted', 0):,} accepted, {summary.get('rejected', 0):,} rejected "
+              f"(accept_score {summary['accept_score']})")
+    return 0
+
+
+def run_export_dataset(args: argparse.Namespace, ws: Any) -> int:
+    from persona_studio.export.dataset import export_dataset
+
+    summary = export_dataset(ws, args.persona, args.format, args.output, args.status)
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"wrote {summary['written']:,} samples ({args.format}) to {summary['path']}")
+    return 0
