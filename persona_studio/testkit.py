@@ -92,3 +92,46 @@ def build_tiny_llama(
     model.generation_config.pad_token_id = config.pad_token_id
     model.save_pretrained(out, safe_serialization=True)
     return out
+
+
+def train_sentence_adapter(
+    base_dir: str | Path, out_dir: str | Path, sentence: str, steps: int = 60, *, seed: int = 0
+) -> Path:
+    """Train a rank-8 LoRA on the CPU (fp32) until the base model answers anything with `sentence`.
+
+    One chat sample, loss on the assistant reply (and its end token) only; a plain loop, no
+    Trainer, so it runs in a few seconds. Two adapters trained on two sentences make "each
+    persona speaks with its own adapter" a checkable assertion.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(str(base_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    cfg = LoraConfig(
+        r=8,
+        lora_alpha=16,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, cfg)
+    prompt = [{"role": "system", "content": "You are a persona."}, {"role": "user", "content": "Hello"}]
+    prefix = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    ids_prefix = tok(prefix, add_special_tokens=False)["input_ids"]
+    ids_reply = tok(sentence + "<|im_end|>", add_special_tokens=False)["input_ids"]
+    input_ids = torch.tensor([ids_prefix + ids_reply])
+    labels = torch.tensor([[-100] * len(ids_prefix) + ids_reply])
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        loss = model(input_ids=input_ids, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    return out

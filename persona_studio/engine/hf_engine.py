@@ -1,0 +1,186 @@
+"""transformers + peft fallback: every persona adapter loaded onto one PeftModel.
+
+Slower than vLLM (no batching across requests, one generation at a time), but it runs
+anywhere transformers does. `set_adapter` is global model state, so generations are
+serialised by a lock; the base model is `with model.disable_adapter()`.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from persona_studio.engine.base import (
+    EngineError,
+    GenRequest,
+    Progress,
+    StopCutter,
+    adapter_config,
+    no_progress,
+)
+from persona_studio.engine.template import first_line, load_tokenizer, render_ids
+
+
+class TransformersEngine:
+    name = "transformers"
+
+    def __init__(self, model: str, *, dtype: str = "auto", trust_remote_code: bool = False, max_model_len: int = 4096):
+        self.model_name = model
+        self.dtype = dtype
+        self.trust_remote_code = trust_remote_code
+        self.max_model_len = max_model_len
+        self.tok: Any = None
+        self.model: Any = None  # a PeftModel once the first adapter is loaded
+        self.device = "cpu"
+        self._loaded: dict[str, str] = {}  # adapter dir (resolved) -> peft adapter name
+        self._lock = threading.Lock()
+        self._aborted: set[str] = set()
+
+    def start(self, progress: Progress | None = None) -> None:
+        progress = progress or no_progress
+        progress(f"loading tokenizer of {self.model_name}", 0.05)
+        self.tok = load_tokenizer(self.model_name, self.trust_remote_code)
+        progress("importing torch/transformers", 0.1)
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = self._torch_dtype(torch)
+        progress(f"loading {self.model_name} ({str(dtype).removeprefix('torch.')}, {self.device})", 0.3)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                self.model_name, dtype=dtype, trust_remote_code=self.trust_remote_code
+            )
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise EngineError(f"transformers failed to load {self.model_name}: {first_line(exc)}") from None
+        self.model = model.to(self.device).eval()
+        progress("transformers engine ready", 1.0)
+
+    def _torch_dtype(self, torch: Any) -> Any:
+        if self.dtype != "auto":
+            return getattr(torch, self.dtype)
+        if self.device == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+
+    def close(self) -> None:
+        self.model = None
+        self._loaded.clear()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tok(text, add_special_tokens=False)["input_ids"])
+
+    # -- adapters ------------------------------------------------------------------------------
+    def _adapter_name(self, persona_id: str, adapter: Path) -> str:
+        """Load `adapter` once (keyed by its version dir) and return its peft name."""
+        path = adapter.resolve()
+        adapter_config(path)
+        key = str(path)
+        if key in self._loaded:
+            return self._loaded[key]
+        # peft keeps adapters in ModuleDicts: names must not contain dots.
+        name = re.sub(r"\W", "_", f"{persona_id}__{path.name}__{len(self._loaded) + 1}")
+        from peft import PeftModel
+
+        try:
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(str(path), adapter_name=name)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name).eval()
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise EngineError(f"{path}: cannot load this adapter onto {self.model_name}: {first_line(exc)}") from None
+        # An older version of the same persona is dead weight now: drop it.
+        for old_key, old_name in list(self._loaded.items()):
+            if Path(old_key).parent == path.parent and old_name != name:
+                self.model.delete_adapter(old_name)
+                del self._loaded[old_key]
+        self._loaded[key] = name
+        return name
+
+    # -- requests ------------------------------------------------------------------------------
+    def generate(self, req: GenRequest) -> Iterator[str]:
+        if self.model is None:
+            raise EngineError("the transformers engine is not running (start it first)")
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        ids = render_ids(self.tok, req.prompt_messages)
+        room = self.max_model_len - len(ids)
+        if room < 1:
+            raise EngineError(f"prompt of {len(ids)} tokens does not fit vllm_args.max_model_len {self.max_model_len}")
+        s = req.sampling
+        aborted = self._aborted
+
+        class Abort(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kw: Any) -> bool:
+                return req.request_id in aborted
+
+        streamer = TextIteratorStreamer(self.tok, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        kwargs: dict[str, Any] = {
+            "input_ids": torch.tensor([ids], device=self.device),
+            "attention_mask": torch.ones(1, len(ids), dtype=torch.long, device=self.device),
+            "max_new_tokens": min(s.max_new_tokens, room),
+            "repetition_penalty": s.repetition_penalty,
+            "streamer": streamer,
+            "stopping_criteria": StoppingCriteriaList([Abort()]),
+            "pad_token_id": self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id,
+        }
+        if req.stop:
+            kwargs.update(stop_strings=list(req.stop), tokenizer=self.tok)
+        if s.temperature > 0:
+            kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with self._lock:
+                    if s.seed is not None:
+                        torch.manual_seed(s.seed)
+                    if req.adapter is None:
+                        if hasattr(self.model, "disable_adapter"):
+                            with self.model.disable_adapter(), torch.inference_mode():
+                                self.model.generate(**kwargs)
+                            return
+                        with torch.inference_mode():
+                            self.model.generate(**kwargs)
+                        return
+                    self.model.set_adapter(self._adapter_name(req.persona_id, req.adapter))
+                    with torch.inference_mode():
+                        self.model.generate(**kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread
+                errors.append(exc)
+                streamer.end()
+
+        # Validate the adapter on the caller's thread first so a bad one is a clean error.
+        if req.adapter is not None:
+            adapter_config(req.adapter.resolve())
+        worker = threading.Thread(target=run, name=f"hf-gen-{req.request_id[:8]}", daemon=True)
+        worker.start()
+        cutter = StopCutter(req.stop)
+        try:
+            for piece in streamer:
+                delta = cutter.feed(piece)
+                if delta:
+                    yield delta
+            worker.join()
+            if errors:
+                exc = errors[0]
+                if isinstance(exc, EngineError):
+                    raise exc
+                raise EngineError(f"transformers generation for {req.persona_id} failed: {first_line(exc)}")
+            tail = cutter.flush()
+            if tail:
+                yield tail
+        finally:
+            if worker.is_alive():
+                self.abort(req.request_id)
+                worker.join()
+            self._aborted.discard(req.request_id)
+
+    def abort(self, request_id: str) -> None:
+        self._aborted.add(request_id)

@@ -1,0 +1,164 @@
+"""A remote OpenAI-compatible server (e.g. `vllm serve BASE --enable-lora`).
+
+Personas are addressed as model names. An adapter the server doesn't list yet is loaded at
+run time through `POST /v1/load_lora_adapter` (vLLM allows it only with
+VLLM_ALLOW_RUNTIME_LORA_UPDATING=true); the name carries the version directory, so a
+retrained adapter is a new model name and the server loads it fresh. The adapter path must
+be readable by the server (same machine or shared storage).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from persona_studio.engine.base import (
+    EngineError,
+    GenRequest,
+    Progress,
+    StopCutter,
+    check_servable,
+    no_progress,
+)
+from persona_studio.engine.template import clean_messages, first_line
+
+
+class RemoteEngine:
+    name = "remote"
+
+    def __init__(self, base_url: str, *, api_key: str | None = None, timeout_s: float = 120.0, max_lora_rank: int = 512):
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key or "EMPTY"
+        self.timeout_s = timeout_s
+        self.max_lora_rank = max_lora_rank
+        self.base_model: str | None = None
+        self.models: set[str] = set()
+        self._client: Any = None
+        self._streams: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def _http(self, method: str, path: str, *, root: bool = False, **kw: Any) -> Any:
+        """`path` under base_url (…/v1), or under the server root when `root` (vLLM's /tokenize)."""
+        import httpx
+
+        base = self.base_url.removesuffix("/v1") if root else self.base_url
+        url = f"{base}{path}"
+        try:
+            return httpx.request(
+                method, url, headers={"Authorization": f"Bearer {self.api_key}"}, timeout=self.timeout_s, **kw
+            )
+        except httpx.HTTPError as exc:
+            raise EngineError(
+                f"engine.base_url {self.base_url}: server not reachable ({first_line(exc) or type(exc).__name__})"
+            ) from None
+
+    def _refresh_models(self) -> list[dict]:
+        r = self._http("GET", "/models")
+        if r.status_code != 200:
+            raise EngineError(f"engine.base_url {self.base_url}: GET /models answered HTTP {r.status_code}")
+        try:
+            data = r.json()["data"]
+        except (ValueError, KeyError, TypeError):
+            raise EngineError(f"engine.base_url {self.base_url}: /models is not an OpenAI-compatible listing") from None
+        self.models = {m["id"] for m in data}
+        return data
+
+    def start(self, progress: Progress | None = None) -> None:
+        progress = progress or no_progress
+        progress(f"connecting to {self.base_url}", 0.1)
+        data = self._refresh_models()
+        # The base model is the one entry that is not an adapter (vLLM sets `parent` on LoRAs).
+        bases = [m["id"] for m in data if not m.get("parent")]
+        if not bases:
+            raise EngineError(f"engine.base_url {self.base_url}: the server lists no base model")
+        self.base_model = bases[0]
+        from openai import OpenAI
+
+        self._client = OpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout_s, max_retries=0)
+        progress(f"connected: {self.base_model} ({len(data) - 1} adapters served)", 1.0)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def count_tokens(self, text: str) -> int:
+        # No tokenizer locally: /tokenize is vLLM-specific, so estimate (about 4 chars a token).
+        r = self._http("POST", "/tokenize", root=True, json={"model": self.base_model, "prompt": text})
+        if r.status_code == 200:
+            try:
+                return int(r.json()["count"])
+            except (ValueError, KeyError, TypeError):
+                pass
+        return max(1, len(text) // 4)
+
+    def model_for(self, persona_id: str, adapter: Path | None) -> str:
+        if adapter is None:
+            assert self.base_model is not None
+            return self.base_model
+        path = adapter.resolve()
+        check_servable(path, self.max_lora_rank)
+        name = f"{persona_id}-{path.name}"
+        if name in self.models:
+            return name
+        with self._lock:
+            r = self._http("POST", "/load_lora_adapter", json={"lora_name": name, "lora_path": str(path)})
+            if r.status_code == 200:
+                self.models.add(name)
+                return name
+            if r.status_code == 404:
+                raise EngineError(
+                    f"engine.base_url {self.base_url}: the server cannot load adapters at run time; start it with "
+                    f"VLLM_ALLOW_RUNTIME_LORA_UPDATING=true, or serve --lora-modules {name}={path}"
+                )
+            detail = r.text.strip().splitlines()[0][:200] if r.text.strip() else ""
+            raise EngineError(f"{path}: the server refused to load this adapter (HTTP {r.status_code}) {detail}".strip())
+
+    def generate(self, req: GenRequest) -> Iterator[str]:
+        if self._client is None:
+            raise EngineError("the remote engine is not connected (start it first)")
+        import openai
+
+        model = self.model_for(req.persona_id, req.adapter)
+        s = req.sampling
+        cutter = StopCutter(req.stop)
+        try:
+            stream = self._client.chat.completions.create(
+                model=model,
+                messages=clean_messages(req.prompt_messages),
+                stream=True,
+                temperature=s.temperature,
+                top_p=s.top_p,
+                max_tokens=s.max_new_tokens,
+                stop=list(req.stop) or None,
+                seed=s.seed,
+                extra_body={"repetition_penalty": s.repetition_penalty},
+            )
+            self._streams[req.request_id] = stream
+            for chunk in stream:
+                if not chunk.choices:
+                    continue
+                delta = cutter.feed(chunk.choices[0].delta.content or "")
+                if delta:
+                    yield delta
+            tail = cutter.flush()
+            if tail:
+                yield tail
+        except openai.APIConnectionError as exc:
+            raise EngineError(f"engine.base_url {self.base_url}: server not reachable ({first_line(exc)})") from None
+        except openai.APIStatusError as exc:
+            raise EngineError(
+                f"engine.base_url {self.base_url}: {model}: HTTP {exc.status_code}: {first_line(exc)}"
+            ) from None
+        finally:
+            stream = self._streams.pop(req.request_id, None)
+            if stream is not None:
+                stream.close()
+
+    def abort(self, request_id: str) -> None:
+        # Closing the HTTP stream makes vLLM abort the request server-side.
+        stream = self._streams.get(request_id)
+        if stream is not None:
+            stream.close()
