@@ -1,0 +1,120 @@
+"""Find a persona's adapter, and export it as a directory, a .zip or a .tar.gz.
+
+The export is the whole version directory (weights, adapter_config.json, train_spec.json), so
+what leaves the studio can be loaded by peft or served by vLLM and still says how it was made.
+Archives hold one top-level folder `<persona>-<version>/`, the usual shape of a release archive.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from persona_studio import adapters
+from persona_studio.export.files import ExportError, staged_dir, staged_file
+from persona_studio.workspace import Workspace, WorkspaceError, check_persona_id
+
+ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz")
+
+
+@dataclass
+class AdapterRef:
+    persona_id: str
+    version: str
+    path: Path
+    config: dict
+
+
+def resolve_adapter(ws: Workspace, persona_id: str, version: str | None = None) -> AdapterRef:
+    """The persona's current (or given) adapter, checked to be a loadable LoRA directory."""
+    try:
+        check_persona_id(persona_id)
+    except WorkspaceError as exc:
+        raise ExportError(str(exc)) from None
+    if not (ws.persona_dir(persona_id) / "persona.jsonc").exists():
+        raise ExportError(f"persona '{persona_id}': no such persona in {ws.personas_dir}")
+    if version is None:
+        version = adapters.current_version(ws, persona_id)
+        if version is None:
+            raise ExportError(
+                f"persona '{persona_id}': has no trained adapter yet (train one with "
+                f"`persona-studio train --persona {persona_id}`)"
+            )
+    else:
+        if version.isdigit():
+            version = f"v{int(version):04d}"
+        have = adapters.versions(ws, persona_id)
+        if version not in have:
+            listed = ", ".join(have) or "none"
+            raise ExportError(f"persona '{persona_id}': no adapter version {version!r} (have: {listed})")
+    path = adapters.adapters_dir(ws, persona_id) / version
+    return AdapterRef(persona_id, version, path, read_adapter_config(path))
+
+
+def read_adapter_config(path: Path) -> dict:
+    if not path.is_dir():
+        raise ExportError(f"{path}: adapter directory is missing (retrain, or point CURRENT at an existing version)")
+    cfg_path = path / "adapter_config.json"
+    if not cfg_path.is_file():
+        raise ExportError(f"{cfg_path}: missing; not a LoRA adapter directory")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExportError(f"{cfg_path}: unreadable adapter config ({exc})") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("r"), int) or cfg["r"] < 1:
+        raise ExportError(f"{cfg_path}: r: expected a positive integer LoRA rank")
+    if not (path / "adapter_model.safetensors").is_file() and not (path / "adapter_model.bin").is_file():
+        raise ExportError(f"{path}: no adapter_model.safetensors in the adapter directory")
+    return cfg
+
+
+def archive_kind(out: Path) -> str:
+    """'zip', 'tar.gz' or 'dir', from the output's name."""
+    name = out.name.lower()
+    if name.endswith(".zip"):
+        return "zip"
+    if name.endswith((".tar.gz", ".tgz")):
+        return "tar.gz"
+    return "dir"
+
+
+def _files(src: Path) -> list[Path]:
+    # Hidden files are temp leftovers of atomic writes, never part of an adapter.
+    return sorted(p for p in src.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(src).parts))
+
+
+def export_adapter(
+    ws: Workspace, persona_id: str, out: str | Path, version: str | None = None, *, force: bool = False
+) -> dict:
+    """Copy the adapter to `out` (directory, .zip or .tar.gz by suffix); returns a summary."""
+    ref = resolve_adapter(ws, persona_id, version)
+    out = Path(out).expanduser()
+    kind = archive_kind(out)
+    files = _files(ref.path)
+    top = f"{ref.persona_id}-{ref.version}"
+    if kind == "dir":
+        with staged_dir(out, force=force) as tmp:
+            for f in files:
+                dest = tmp / f.relative_to(ref.path)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, dest)
+    elif kind == "zip":
+        with staged_file(out, force=force) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            for f in files:
+                zf.write(f, f"{top}/{f.relative_to(ref.path).as_posix()}")
+    else:
+        with staged_file(out, force=force) as tmp, tarfile.open(tmp, "w:gz") as tf:
+            for f in files:
+                tf.add(f, f"{top}/{f.relative_to(ref.path).as_posix()}", recursive=False)
+    return {
+        "persona": ref.persona_id,
+        "version": ref.version,
+        "rank": ref.config["r"],
+        "format": kind,
+        "files": [f.relative_to(ref.path).as_posix() for f in files],
+        "out": str(out),
+    }

@@ -1,0 +1,229 @@
+"""Build the `vllm serve` command that serves the base model with every persona's adapter.
+
+Each persona becomes a LoRA module named after its id, so OpenAI clients ask for
+`model="<persona id>"`. vLLM checks adapters only when a request first uses one, so a bad
+adapter would surface as a failed request minutes later; we refuse what vLLM would refuse
+(modules_to_save, added tokens, embedding weights, DoRA, bias) up front, with one line.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from persona_studio import adapters
+from persona_studio.export.adapter import read_adapter_config
+from persona_studio.export.files import ExportError
+from persona_studio.settings import VLLM_LORA_RANKS
+from persona_studio.workspace import Workspace
+
+RUNTIME_LORA_ENV = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
+
+
+@dataclass
+class ServePlan:
+    argv: list[str]
+    served: list[dict] = field(default_factory=list)  # {persona, version, path, rank}
+    skipped: list[dict] = field(default_factory=list)  # {persona, reason}
+    env: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"argv": self.argv, "served": self.served, "skipped": self.skipped, "env": self.env}
+
+
+def round_rank(r: int, persona_id: str) -> int:
+    """The smallest rank vLLM accepts that is >= r."""
+    for allowed in VLLM_LORA_RANKS:
+        if r <= allowed:
+            return allowed
+    raise ExportError(f"persona '{persona_id}': LoRA rank {r} is above the largest rank vLLM serves ({VLLM_LORA_RANKS[-1]})")
+
+
+def adapter_rank(cfg: dict) -> int:
+    """The largest rank in the adapter (peft's rank_pattern can raise it per module)."""
+    pattern = cfg.get("rank_pattern") or {}
+    return max([int(cfg["r"]), *(int(v) for v in pattern.values())])
+
+
+def check_servable(persona_id: str, path: Path, cfg: dict, base_vocab: int | None) -> None:
+    """Raise a one-line ExportError if vLLM cannot serve this adapter."""
+
+    def refuse(reason: str) -> None:
+        raise ExportError(f"persona '{persona_id}': adapter {path} cannot be served by vLLM: {reason}")
+
+    if cfg.get("modules_to_save"):
+        refuse(f"modules_to_save {cfg['modules_to_save']} (full copies of modules; merge it with `export model` instead)")
+    if cfg.get("use_dora"):
+        refuse("DoRA adapters are not supported")
+    if cfg.get("bias", "none") != "none" or cfg.get("lora_bias"):
+        refuse("LoRA bias is not supported")
+    if cfg.get("trainable_token_indices"):
+        refuse("trainable_token_indices (retrained token embeddings) are not supported")
+    if (path / "added_tokens.json").exists():
+        refuse("added tokens (added_tokens.json)")
+    if (path / "new_embeddings.safetensors").exists():
+        refuse("added tokens (new_embeddings.safetensors)")
+    n_tok = _tokenizer_size(path / "tokenizer.json")
+    if base_vocab is not None and n_tok is not None and n_tok > base_vocab:
+        refuse(f"its tokenizer has {n_tok} tokens, more than the base vocabulary ({base_vocab})")
+    for name in _safetensors_keys(path / "adapter_model.safetensors"):
+        if "lora_" in name:
+            continue
+        if name.endswith(("embed_tokens.weight", "lm_head.weight", "wte.weight")) or "trainable_tokens" in name:
+            refuse(f"embedding weights in adapter_model.safetensors ({name})")
+
+
+def _tokenizer_size(path: Path) -> int | None:
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    vocab = (raw.get("model") or {}).get("vocab") or {}
+    ids = list(vocab.values()) if isinstance(vocab, dict) else list(range(len(vocab)))
+    ids += [t.get("id", -1) for t in raw.get("added_tokens") or []]
+    return max(ids) + 1 if ids else None
+
+
+def _safetensors_keys(path: Path) -> list[str]:
+    # The header is 8 bytes of little-endian length, then JSON: no need to load any tensor.
+    if not path.is_file():
+        return []
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise ExportError(f"{path}: truncated safetensors file")
+        (n,) = struct.unpack("<Q", head)
+        try:
+            header = json.loads(fh.read(n))
+        except ValueError:
+            raise ExportError(f"{path}: unreadable safetensors header") from None
+    return [k for k in header if k != "__metadata__"]
+
+
+def _base_vocab(base: str) -> int | None:
+    cfg = Path(base).expanduser() / "config.json"
+    try:
+        raw = json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # a hub name: vLLM will check at load time
+    vocab = raw.get("vocab_size") or (raw.get("text_config") or {}).get("vocab_size")
+    return int(vocab) if vocab else None
+
+
+def host_port_default(ws: Workspace) -> tuple[str, int]:
+    """Where `engine.base_url` expects the server, so the remote backend finds it."""
+    url = urlsplit(ws.settings.engine.base_url)
+    return url.hostname or "127.0.0.1", url.port or 8000
+
+
+def plan_serve(
+    ws: Workspace,
+    persona_ids: list[str] | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    extra: list[str] | tuple[str, ...] = (),
+    *,
+    allow_runtime_lora: bool = False,
+) -> ServePlan:
+    """Resolve every persona's current adapter and build the argv (plus what was skipped)."""
+    s = ws.settings
+    base = s.model.name_or_path
+    default_host, default_port = host_port_default(ws)
+    ids = list(persona_ids) if persona_ids else ws.persona_ids()
+    known = set(ws.persona_ids())
+    for pid in ids:
+        if pid not in known:
+            raise ExportError(f"persona '{pid}': no such persona in {ws.personas_dir}")
+    base_vocab = _base_vocab(base)
+    plan = ServePlan(argv=[])
+    for pid in ids:
+        version = adapters.current_version(ws, pid)
+        if version is None:
+            plan.skipped.append({"persona": pid, "reason": "no trained adapter (served as the base model only)"})
+            continue
+        path = adapters.adapters_dir(ws, pid) / version
+        try:
+            cfg = read_adapter_config(path)
+        except ExportError as exc:
+            raise ExportError(f"persona '{pid}': {exc}") from None
+        check_servable(pid, path, cfg, base_vocab)
+        rank = adapter_rank(cfg)
+        plan.served.append({"persona": pid, "version": version, "path": str(path), "rank": rank})
+
+    argv = ["vllm", "serve", base, "--host", host or default_host, "--port", str(port or default_port)]
+    v = s.vllm_args
+    argv += ["--dtype", s.model.dtype, "--max-model-len", str(v.max_model_len)]
+    argv += ["--gpu-memory-utilization", str(v.gpu_memory_utilization)]
+    if v.tensor_parallel_size > 1:
+        argv += ["--tensor-parallel-size", str(v.tensor_parallel_size)]
+    if v.enforce_eager:
+        argv.append("--enforce-eager")
+    if s.model.trust_remote_code:
+        argv.append("--trust-remote-code")
+    if plan.served:
+        argv += ["--enable-lora", "--lora-modules"]
+        argv += [_lora_module(a["persona"], a["path"]) for a in plan.served]
+        argv += _lora_limits(ws, plan.served)
+    argv += list(extra)
+    plan.argv = argv
+    if allow_runtime_lora:
+        plan.env[RUNTIME_LORA_ENV] = "true"
+    return plan
+
+
+def _lora_module(name: str, path: str) -> str:
+    # vLLM reads `name=path` only when there is no comma; otherwise it expects JSON.
+    if "," in path:
+        return json.dumps({"name": name, "path": path})
+    return f"{name}={path}"
+
+
+def _lora_limits(ws: Workspace, served: list[dict]) -> list[str]:
+    v = ws.settings.vllm_args
+    need = max(round_rank(a["rank"], a["persona"]) for a in served)
+    biggest = max(served, key=lambda a: a["rank"])
+    if v.max_lora_rank:
+        if v.max_lora_rank not in VLLM_LORA_RANKS:
+            raise ExportError(
+                f"{ws.settings_path}: vllm_args.max_lora_rank: {v.max_lora_rank} is not one of "
+                f"{', '.join(map(str, VLLM_LORA_RANKS))}"
+            )
+        if v.max_lora_rank < need:
+            raise ExportError(
+                f"{ws.settings_path}: vllm_args.max_lora_rank: {v.max_lora_rank} is below persona "
+                f"'{biggest['persona']}''s LoRA rank {biggest['rank']} (set it to 0 to derive it)"
+            )
+        need = v.max_lora_rank
+    max_loras = v.max_loras or len(served)
+    max_cpu = v.max_cpu_loras or max(max_loras, len(served))
+    if max_cpu < max_loras:
+        raise ExportError(
+            f"{ws.settings_path}: vllm_args.max_cpu_loras: {max_cpu} must be >= max_loras ({max_loras})"
+        )
+    return ["--max-lora-rank", str(need), "--max-loras", str(max_loras), "--max-cpu-loras", str(max_cpu)]
+
+
+def serve_command(
+    ws: Workspace,
+    persona_ids: list[str] | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    extra: list[str] | tuple[str, ...] = (),
+) -> list[str]:
+    """The `vllm serve ...` argv (see `plan_serve` for what was skipped and why)."""
+    return plan_serve(ws, persona_ids, host, port, extra).argv
+
+
+def executable_argv(argv: list[str]) -> list[str]:
+    """`argv` with `vllm` replaced by this interpreter's module entry point if not on PATH."""
+    import shutil
+
+    if argv and argv[0] == "vllm" and shutil.which("vllm") is None:
+        return [sys.executable, "-m", "vllm.entrypoints.cli.main", *argv[1:]]
+    return list(argv)
