@@ -153,3 +153,21 @@ def test_cli_import_card_indexes_book_and_query_json(tmp_path: Path, capsys: pyt
     assert [r["id"] for r in json.loads(capsys.readouterr().out.splitlines()[-1])] == ["alice", "bob", "captain-rowe"]
     assert main(["lore", "index", "--json", *w]) == 0
     assert json.loads(capsys.readouterr().out)["added"] == 5  # alice's 4 and bob's 1 were never indexed
+
+
+def test_example_personas_lore(tmp_path: Path) -> None:
+    import shutil
+
+    repo = Path(__file__).resolve().parents[1]
+    ws = Workspace.init(tmp_path / "ws")
+    shutil.copytree(repo / "personas", ws.personas_dir, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("chats", "adapters"))
+    store = LoreStore(ws)
+    report = store.index()
+    assert report.added >= 7 and report.chunks_added >= report.added
+    tea = store.query("alice", "Which tea does Alice brew every morning?", k=1, max_distance=0.8, refresh=False)
+    assert tea and tea[0].source == "personas/alice/lore/shop.md" and "Tieguanyin" in tea[0].text
+    sprocket = store.query("bob", "Which robot follows Bob everywhere?", k=1, refresh=False)
+    assert sprocket[0].source == "personas/bob/lore/robots.md"
+    home = store.query("mei", "林美的家乡在哪里？", k=2, refresh=False)
+    assert any("杭州" in s.text for s in home)

@@ -47,6 +47,10 @@ def _tail(text: str, n: int) -> str:
     if n <= 0 or len(text) <= n:
         return "" if n <= 0 else text
     cut = text[-n:]
+    # Start the carried-over text at a sentence if one begins inside it, else at a word.
+    sentence = _SENTENCE_END.search(cut)
+    if sentence and sentence.end() < len(cut):
+        return cut[sentence.end() :]
     space = cut.find(" ")
     return cut[space + 1 :] if 0 <= space < n // 2 else cut
 
