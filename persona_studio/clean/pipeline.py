@@ -83,9 +83,11 @@ class _Run:
                 progress(n, total)
             key: Hashable = (import_id, chat)
             if meta != "{}" and '"conv"' in meta:
-                # A generic dataset: the source's sample boundaries, not time windows.
+                # A generic dataset: the source's sample boundaries, not time windows; its
+                # "speakers" are role names, not people, so no `name` on its turns.
                 m = json.loads(meta)
                 key = (import_id, "conv", m.get("conv"))
+                speaker = ""
                 prev = conv_of.get(import_id)
                 if prev is not None and prev != key:
                     sess.cut(prev)

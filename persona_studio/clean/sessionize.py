@@ -63,7 +63,7 @@ class _Turn:
         if self.role == "user" and len(self.speakers) > 1:
             return {"role": "user", "content": sep.join(f"{s}: {t}" for s, t in self.lines)}
         turn: dict[str, Any] = {"role": self.role, "content": sep.join(t for _, t in self.lines)}
-        if self.role == "user":
+        if self.role == "user" and self.speakers[0]:
             turn["name"] = self.speakers[0]
         return turn
 
