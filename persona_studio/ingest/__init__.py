@@ -1,0 +1,98 @@
+"""Chat-log importers: detect a file's format by content, stream its messages.
+
+```python
+from persona_studio.ingest import FORMATS, detect, read, ReadStats, speakers
+stats = ReadStats()
+for message in read(Path("chat.csv"), stats=stats):   # streaming; `Message` from .base
+    ...
+stats.read, stats.bad, stats.bad_examples, stats.encoding, stats.format
+```
+Whole-file problems (unknown format, binary, truncated JSON, missing CSV columns) raise
+`ImportError_` with one line naming the file and line/record; a single bad record inside a
+good file is counted in `stats.bad` instead.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from persona_studio.ingest import discord, generic, qq, telegram, wechat, whatsapp
+from persona_studio.ingest.base import ImportError_, Message
+from persona_studio.ingest.common import ReadStats
+from persona_studio.ingest.encoding import sniff
+
+__all__ = ["FORMATS", "ImportError_", "Message", "ReadStats", "detect", "read", "speakers"]
+
+FORMATS: tuple[str, ...] = (
+    "wechat", "telegram", "whatsapp", "qq", "discord",
+    "openai", "sharegpt", "alpaca", "chatglm", "sillytavern",
+)
+
+_SNIFFERS: dict[str, Callable[[str], bool]] = {
+    "wechat": wechat.sniff, "telegram": telegram.sniff, "whatsapp": whatsapp.sniff,
+    "qq": qq.sniff, "discord": discord.sniff, **generic.SNIFFERS,
+}
+# Most specific first: Discord and Telegram JSON before the dataset shapes, and ChatGLM's
+# role/content conversations before ShareGPT (whose reader accepts those too).
+_DETECT_ORDER = ("discord", "telegram", "sillytavern", "openai", "chatglm", "sharegpt", "alpaca",
+                 "wechat", "whatsapp", "qq")
+
+
+def _detect_text(head: str) -> str | None:
+    for name in _DETECT_ORDER:
+        if _SNIFFERS[name](head):
+            return name
+    return None
+
+
+def _unknown(path: Path) -> ImportError_:
+    return ImportError_(
+        f"{path}: unknown format (not a WeChat CSV, Telegram/Discord JSON, WhatsApp/QQ text "
+        f"or {'/'.join(generic.NAMES)} dataset)"
+    )
+
+
+def detect(path: Path) -> str:
+    """The format of `path`, judged by its content (the name's extension is ignored)."""
+    path = Path(path)
+    _, head = sniff(path)
+    name = _detect_text(head)
+    if name is None:
+        raise _unknown(path)
+    return name
+
+
+def _messages(path: Path, fmt: str, encoding: str, stats: ReadStats) -> Iterator[Message]:
+    if fmt in generic.NAMES:
+        return generic.read(path, encoding, stats, fmt)
+    module = {"wechat": wechat, "telegram": telegram, "whatsapp": whatsapp, "qq": qq, "discord": discord}[fmt]
+    return module.read(path, encoding, stats)
+
+
+def read(path: Path, fmt: str = "auto", stats: ReadStats | None = None) -> Iterator[Message]:
+    """Stream the messages of `path`. Checks (format, encoding, not empty/binary) happen
+    at call time; per-record problems are counted in `stats` while iterating."""
+    path = Path(path)
+    if fmt != "auto" and fmt not in FORMATS:
+        raise ImportError_(f"{path}: unknown format name {fmt!r} (choose from auto, {', '.join(FORMATS)})")
+    encoding, head = sniff(path)
+    if fmt == "auto":
+        found = _detect_text(head)
+        if found is None:
+            raise _unknown(path)
+        fmt = found
+    elif not _SNIFFERS[fmt](head):
+        seen = _detect_text(head)
+        looks = f"it looks like {seen}" if seen else "its content matches no known format"
+        raise ImportError_(f"{path}: not a {fmt} file ({looks})")
+    stats = stats if stats is not None else ReadStats()
+    stats.encoding, stats.format = encoding, fmt
+    return _messages(path, fmt, encoding, stats)
+
+
+def speakers(path: Path, fmt: str = "auto") -> list[tuple[str, int]]:
+    """(speaker, message count), most messages first (ties keep first-seen order)."""
+    counts = Counter(m.speaker for m in read(path, fmt))
+    return counts.most_common()

@@ -1,0 +1,77 @@
+"""How much the WeChat importer costs over a bare `csv` parse of the same file.
+
+    python bench/parse_bench.py [--n 1000000]
+
+Writes an N-message WeChat-style CSV (multi-line messages, mixed types, a group chat) into a
+temp dir, then times (a) iterating `csv.reader` over it and (b) `ingest.read`, printing
+messages/s for each and the ratio. The ratio is the number to watch; absolute speeds depend
+on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from persona_studio.ingest import ReadStats, read  # noqa: E402
+
+HEADER = ["id", "MsgSvrID", "type_name", "is_sender", "talker", "room_name", "msg", "src", "CreateTime", "is_forward"]
+TYPES = ["文本"] * 8 + ["图片", "动画表情", "引用回复", "语音"]
+LINES = ["在吗？", "晚上一起吃饭吗", "好啊，几点？", "see you at 7", "哈哈哈哈", "我知道一家新开的火锅店\n就在公司楼下"]
+
+
+def write_csv(path: Path, n: int, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    talkers = [f"wxid_{i:04d}" for i in range(20)]
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(HEADER)
+        t = 1_700_000_000
+        for i in range(n):
+            t += rng.randint(1, 90)
+            tm = time.gmtime(t)
+            sender = 1 if rng.random() < 0.4 else 0
+            w.writerow([
+                i + 1, 7_000_000_000_000_000_000 + i, rng.choice(TYPES), sender,
+                "wxid_me" if sender else rng.choice(talkers), "12345678@chatroom", rng.choice(LINES), "",
+                f"{tm.tm_year}-{tm.tm_mon:02d}-{tm.tm_mday:02d} {tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d}", 0,
+            ])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1_000_000, help="messages to generate (default 1,000,000)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.csv"
+        t0 = time.perf_counter()
+        write_csv(path, args.n)
+        size_mb = path.stat().st_size / 1e6
+        print(f"wrote {args.n:,} messages, {size_mb:.1f} MB in {time.perf_counter() - t0:.1f}s")
+
+        t0 = time.perf_counter()
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = sum(1 for _ in csv.reader(f)) - 1
+        bare = time.perf_counter() - t0
+
+        stats = ReadStats()
+        t0 = time.perf_counter()
+        count = sum(1 for _ in read(path, stats=stats))
+        ours = time.perf_counter() - t0
+
+    assert rows == count == args.n, (rows, count, stats)
+    print(f"csv.reader bare : {bare:7.2f}s  {rows / bare:12,.0f} msg/s")
+    print(f"ingest.read     : {ours:7.2f}s  {count / ours:12,.0f} msg/s  (bad={stats.bad}, encoding={stats.encoding})")
+    print(f"ratio ingest/bare: {ours / bare:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

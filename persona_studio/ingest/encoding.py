@@ -1,0 +1,156 @@
+"""Guess a chat export's text encoding from its bytes, and open it as a text stream.
+
+Exports come from phones and old Windows tools: UTF-8 with or without a BOM, UTF-16 with or
+without a BOM (WhatsApp on Windows, some QQ versions), GBK/GB18030 (WeChat/QQ tools on Chinese
+Windows). The locale of the machine running the import says nothing about any of that, so we
+only ever look at the bytes.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+from pathlib import Path
+from typing import BinaryIO, TextIO
+
+from persona_studio.ingest.base import ImportError_
+
+# How much of the file the guess looks at. Big enough that a GBK byte hiding after a long
+# ASCII header is still seen; small enough to read instantly.
+PREFIX_BYTES = 1 << 20
+CHUNK = 1 << 16
+
+# Magic numbers of files people pick by mistake (a WeChat database, a zipped export, a photo).
+_MAGIC = (
+    b"SQLite format 3\0", b"PK\x03\x04", b"\x1f\x8b", b"\x89PNG", b"\xff\xd8\xff", b"GIF8",
+    b"%PDF", b"7z\xbc\xaf", b"Rar!", b"BZh", b"\xfd7zXZ", b"\x7fELF", b"MZ",
+)
+_OK_CONTROLS = set("\t\n\r\x0c\x1b")
+
+
+def _binary(path: Path) -> ImportError_:
+    return ImportError_(f"{path}: binary file, not a chat export")
+
+
+def _utf16_guess(head: bytes) -> str | None:
+    """Without a BOM, UTF-16 shows itself by NUL bytes: every ASCII char (digits, spaces,
+    newlines — plenty in any chat log, even a Chinese one) has a zero high byte."""
+    sample = head[:8192]
+    pairs = len(sample) // 2
+    if pairs < 2:
+        return None
+    even = sample[0::2].count(0)
+    odd = sample[1::2].count(0)
+    if odd >= pairs * 0.1 and even * 10 <= odd:
+        return "utf-16-le"
+    if even >= pairs * 0.1 and odd * 10 <= even:
+        return "utf-16-be"
+    return None
+
+
+def _valid_prefix(first: bytes, rest: BinaryIO) -> str | None:
+    """Which of UTF-8 / GB18030 decodes the first PREFIX_BYTES strictly (UTF-8 preferred).
+    Reads in chunks and keeps no decoded text, so the check costs one small buffer."""
+    decoders = {enc: codecs.getincrementaldecoder(enc)("strict") for enc in ("utf-8", "gb18030")}
+    chunk, seen = first, 0
+    while decoders:
+        at_eof = not chunk
+        for enc, dec in list(decoders.items()):
+            try:
+                # At the prefix limit a multi-byte char may be cut: that's no error.
+                dec.decode(chunk, final=at_eof)
+            except UnicodeDecodeError:
+                del decoders[enc]
+        seen += len(chunk)
+        if at_eof or seen >= PREFIX_BYTES:
+            break
+        chunk = rest.read(CHUNK)
+    # GB18030 is a superset of GBK and GB2312, so one codec covers all three.
+    return next(iter(decoders), None)
+
+
+def _guess(path: Path, first: bytes, rest: BinaryIO) -> str:
+    """The codec to read `path` with, from its first chunk (and more bytes from `rest`)."""
+    if first.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if first.startswith(codecs.BOM_UTF16_LE) or first.startswith(codecs.BOM_UTF16_BE):
+        return "utf-16"
+    if any(first.startswith(m) for m in _MAGIC):
+        raise _binary(path)
+    if b"\0" in first:
+        enc = _utf16_guess(first)
+        if enc is None:
+            raise _binary(path)
+        try:
+            codecs.getincrementaldecoder(enc)("strict").decode(first, final=False)
+        except UnicodeDecodeError:
+            raise _binary(path) from None
+        return enc
+    enc = _valid_prefix(first, rest)
+    if enc is None:
+        raise _binary(path)
+    return enc
+
+
+def sniff(path: Path, text_chars: int = 16384) -> tuple[str, str]:
+    """(encoding, the first `text_chars` characters of the file decoded). Raises ImportError_
+    for a missing, empty or binary file."""
+    try:
+        with open(path, "rb") as f:
+            first = f.read(CHUNK)
+            encoding = _guess(path, first, f)
+    except FileNotFoundError:
+        raise ImportError_(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImportError_(f"{path}: is a directory, not a chat export") from None
+    except OSError as exc:
+        raise ImportError_(f"{path}: cannot read ({exc.strerror or exc})") from None
+    text = codecs.getincrementaldecoder(encoding)("replace").decode(first)[:text_chars]
+    if not text.strip().lstrip("\ufeff").strip():
+        raise ImportError_(f"{path}: empty file")
+    controls = sum(1 for ch in text if ch < " " and ch not in _OK_CONTROLS)
+    if controls > max(2, len(text) // 100):
+        raise _binary(path)
+    return encoding, text.lstrip("\ufeff")
+
+
+def open_text(path: Path, encoding: str) -> TextIO:
+    """A text stream over the file. Undecodable bytes further in (past the sniffed prefix)
+    become U+FFFD rather than killing a long import near its end."""
+    return open(path, encoding=encoding, errors="replace", newline="")
+
+
+class _Utf8Reader(io.RawIOBase):
+    """Re-encodes a text stream as UTF-8 bytes, for parsers (ijson) that only speak UTF-8."""
+
+    def __init__(self, text: TextIO) -> None:
+        self._text = text
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return self._pending + self._text.read().encode("utf-8")
+        while len(self._pending) < size:
+            chunk = self._text.read(size)
+            if not chunk:
+                break
+            self._pending += chunk.encode("utf-8")
+        out, self._pending = self._pending[:size], self._pending[size:]
+        return out
+
+    def close(self) -> None:
+        self._text.close()
+        super().close()
+
+
+def open_utf8_bytes(path: Path, encoding: str) -> BinaryIO:
+    """A byte stream of the file as UTF-8 without a BOM, whatever it was written in."""
+    if encoding in ("utf-8", "utf-8-sig"):
+        f = open(path, "rb")
+        if encoding == "utf-8-sig":
+            f.read(len(codecs.BOM_UTF8))
+        return f
+    return _Utf8Reader(open_text(path, encoding))  # type: ignore[return-value]

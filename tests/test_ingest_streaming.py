@@ -1,0 +1,59 @@
+"""read() streams: memory stays flat however big the export is."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from pathlib import Path
+
+from persona_studio.ingest import ReadStats, read
+
+MB = 1 << 20
+
+
+def _peak_while_iterating(path: Path) -> tuple[int, ReadStats]:
+    stats = ReadStats()
+    tracemalloc.start()
+    try:
+        count = 0
+        for _ in read(path, stats=stats):
+            count += 1
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == stats.read
+    return peak, stats
+
+
+def test_big_wechat_csv_streams(tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    body = ("长消息" * 300 + "\n" + "long message " * 100).replace('"', "")
+    n = 0
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write("id,MsgSvrID,type_name,is_sender,talker,room_name,msg,src,CreateTime\n")
+        while f.tell() < 50 * MB:
+            for _ in range(1000):
+                n += 1
+                f.write(f'{n},{n},文本,{n % 2},wxid_{n % 7},room,"{body} {n}",,2024-05-{1 + n % 28:02d} 10:{n % 60:02d}:00\n')
+    size = path.stat().st_size
+    peak, stats = _peak_while_iterating(path)
+    assert stats.read == n and stats.bad == 0
+    assert peak < size / 20, f"peak {peak / MB:.1f} MB for a {size / MB:.0f} MB file"
+
+
+def test_big_telegram_json_streams(tmp_path: Path) -> None:
+    path = tmp_path / "result.json"
+    text = "Сегодня было северное сияние! " * 40
+    n = 0
+    with open(path, "w", encoding="utf-8") as f:
+        f.write('{\n "name": "Big Chat",\n "type": "personal_chat",\n "id": 1,\n "messages": [\n')
+        while f.tell() < 30 * MB:
+            n += 1
+            msg = {"id": n, "type": "message", "date": "2023-01-05T12:00:01", "date_unixtime": str(1672920001 + n),
+                   "from": "Anna", "from_id": "user1", "text": [text, {"type": "bold", "text": str(n)}]}
+            f.write(("" if n == 1 else ",\n") + json.dumps(msg, ensure_ascii=False, indent=1))
+        f.write("\n ]\n}\n")
+    size = path.stat().st_size
+    peak, stats = _peak_while_iterating(path)
+    assert stats.read == n and stats.bad == 0
+    assert peak < size / 20, f"peak {peak / MB:.1f} MB for a {size / MB:.0f} MB file"
