@@ -27,6 +27,8 @@ class StudioApp(App[int]):
         *(Binding(key, f"stage('{mode}')", title, show=True) for mode, key, title, _ in STAGES),
         Binding("ctrl+q", "quit", "Quit", show=True, priority=True),
         Binding("f1", "help", "Help", show=False),
+        # Digits type into inputs; escape leaves the input so digits switch stage again.
+        Binding("escape", "unfocus", "Leave field", show=False),
     ]
 
     def __init__(self, workspace: Workspace | None, error: str | None = None):
@@ -66,9 +68,12 @@ class StudioApp(App[int]):
                 lambda m=mode: self.action_stage(m),
             )
 
+    def action_unfocus(self) -> None:
+        self.set_focus(None)
+
     def action_help(self) -> None:
         self.notify(
-            "Keys 1-6 switch stage; ctrl+p opens the command palette; ctrl+q quits.", title="Help"
+            "Keys 1-6 switch stage (escape leaves a text field first); ctrl+p opens the command palette; ctrl+q quits.", title="Help"
         )
 
     def set_engine_state(self, state: str) -> None:

@@ -16,6 +16,8 @@ class StageScreen(Screen):
     """A stage: status line on top, the stage's body, the key footer at the bottom."""
 
     STAGE_TITLE = ""
+    # No automatic focus on a text field: keys 1-6 must switch stage when a screen opens.
+    AUTO_FOCUS = ""
 
     def compose(self) -> ComposeResult:
         yield StatusLine(id="status")

@@ -86,7 +86,6 @@ class ImportScreen(StageScreen):
         if ids:
             sel.value = ids[0]
         self.scanned: list[dict[str, Any]] = []
-        self.query_one("#import-files", Input).focus()
 
     def paths(self) -> list[Path]:
         raw = self.query_one("#import-files", Input).value.strip()

@@ -1,16 +1,220 @@
-"""The Train stage."""
+"""The Train stage: start/cancel/resume QLoRA jobs and watch them live.
+
+Jobs run as detached processes (persona_studio.train.jobs); this screen only reads their
+files — status.json, metrics.jsonl, train.log — so it reattaches to a running job whenever the
+studio is reopened, and closing it never stops training.
+"""
 
 from __future__ import annotations
 
-from textual.app import ComposeResult
-from textual.widgets import Static
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
 
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import Button, DataTable, ProgressBar, Select, Static
+from textual_plotext import PlotextPlot
+
+from persona_studio.errors import UserError
 from persona_studio.tui.screens.base import StageScreen
+
+
+def _fmt_s(s: float | None) -> str:
+    if s is None:
+        return "?"
+    s = int(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def device_memory(pid: int | None) -> str:
+    """GPU memory in use (nvidia-smi) or, on the CPU, the worker's resident memory."""
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=memory.used,memory.total", "--format=csv,noheader,nounits"],
+                capture_output=True, text=True, timeout=2,
+            ).stdout.split("\n")[0]
+            used, total = (int(x) for x in out.split(","))
+            return f"GPU {used / 1024:.1f}/{total / 1024:.0f} GiB"
+        except (OSError, ValueError, subprocess.SubprocessError):
+            pass
+    if pid:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return f"RAM {int(line.split()[1]) / 2**20:.1f} GiB"
+        except OSError:
+            pass
+    return "-"
 
 
 class TrainScreen(StageScreen):
     STAGE_TITLE = "Train"
+    BINDINGS = [
+        Binding("s", "start", "Start"),
+        Binding("R", "resume", "Resume"),
+        Binding("c", "cancel", "Cancel job"),
+        Binding("l", "toggle_log", "Log/plot"),
+    ]
+
+    class Polled(Message):
+        def __init__(self, jobs: list[Any], metrics: list[dict[str, Any]], log: list[str], memory: str):
+            super().__init__()
+            self.jobs, self.metrics, self.log, self.memory = jobs, metrics, log, memory
+
+    class Done(Message):
+        def __init__(self, text: str, error: bool):
+            super().__init__()
+            self.text, self.error = text, error
 
     def compose_body(self) -> ComposeResult:
-        yield Static("Train", classes="stage-title")
-        yield Static("Train a QLoRA adapter per persona as a background job (headless: persona-studio train --persona ID).", classes="hint")
+        with Horizontal(classes="toolbar"):
+            yield Select([], prompt="persona", id="train-persona")
+            yield Button("Start", id="train-start", variant="primary")
+            yield Button("Resume", id="train-resume")
+            yield Button("Cancel", id="train-cancel", variant="error")
+        with Horizontal(id="train-main"):
+            yield DataTable(id="train-jobs", cursor_type="row")
+            with Vertical(id="train-right"):
+                yield PlotextPlot(id="train-plot")
+                yield Static("", id="train-log", markup=False)
+        yield ProgressBar(id="train-progress", show_eta=False)
+        yield Static("no job selected", id="train-stats")
+
+    def on_mount(self) -> None:
+        ids = self.workspace.persona_ids()
+        sel = self.query_one("#train-persona", Select)
+        sel.set_options([(p, p) for p in ids])
+        if ids:
+            sel.value = ids[0]
+        self.query_one("#train-jobs", DataTable).add_columns("job", "state", "step")
+        self.query_one("#train-log").display = False
+        self.selected: str | None = None
+        self.metrics: list[dict[str, Any]] = []
+        self.jobs: list[Any] = []
+        self.poll()
+        self.set_interval(1.0, self.poll)
+
+    # -- polling (off the UI thread: reading job files may import the trainer's helpers) --------
+    @work(thread=True, exclusive=True, exit_on_error=False, group="train-poll")
+    def poll(self) -> None:
+        from persona_studio.train import jobs as jobs_mod
+
+        jobs = jobs_mod.list_jobs(self.workspace)
+        job = next((j for j in jobs if j.job_id == self.selected), jobs[-1] if jobs else None)
+        metrics, log, mem = [], [], "-"
+        if job is not None:
+            metrics = [m for m in jobs_mod.read_metrics(job.job_dir) if m]
+            log = jobs_mod.tail_log(job.job_dir, 12)
+            mem = device_memory(job.pid) if job.state == "running" else "-"
+        self.post_message(self.Polled(jobs, metrics, log, mem))
+
+    @on(Polled)
+    def _polled(self, msg: Polled) -> None:
+        self.jobs = msg.jobs
+        table = self.query_one("#train-jobs", DataTable)
+        if [str(r.value) for r in table.rows] != [j.job_id for j in msg.jobs]:
+            table.clear()
+            for j in msg.jobs:
+                table.add_row(j.job_id, j.state, "", key=j.job_id)
+            if msg.jobs and self.selected is None:
+                table.move_cursor(row=len(msg.jobs) - 1)
+        for j in msg.jobs:
+            table.update_cell(j.job_id, table.columns[list(table.columns)[1]].key, j.state)
+            table.update_cell(j.job_id, table.columns[list(table.columns)[2]].key, f"{j.step}/{j.total_steps}")
+        job = self.current_job()
+        if job is None:
+            return
+        self.metrics = msg.metrics
+        self.draw_plot()
+        last = msg.metrics[-1] if msg.metrics else {}
+        total = last.get("total_steps") or job.total_steps or None
+        self.query_one("#train-progress", ProgressBar).update(total=total, progress=last.get("step", job.step))
+        parts = [f"{job.job_id}: {job.state}"]
+        if last:
+            parts.append(f"loss {last['loss']:.4f}")
+            evals = [m["eval_loss"] for m in msg.metrics if m.get("eval_loss") is not None]
+            if evals:
+                parts.append(f"eval {evals[-1]:.4f}")
+            parts += [f"{last.get('tokens_per_s', 0):.0f} tok/s", f"ETA {_fmt_s(last.get('eta'))}"]
+        parts.append(msg.memory)
+        if job.error:
+            parts.append(f"[b red]error: {job.error}[/]")
+        self.query_one("#train-stats", Static).update(" · ".join(parts))
+        self.query_one("#train-log", Static).update("\n".join(msg.log) or "(log is empty)")
+
+    def current_job(self) -> Any | None:
+        return next((j for j in self.jobs if j.job_id == self.selected), self.jobs[-1] if self.jobs else None)
+
+    @on(DataTable.RowHighlighted, "#train-jobs")
+    def _pick(self, event: DataTable.RowHighlighted) -> None:
+        self.selected = event.row_key.value
+        self.poll()
+
+    def draw_plot(self) -> None:
+        plot = self.query_one("#train-plot", PlotextPlot)
+        plt = plot.plt
+        plt.clear_data()
+        plt.title("loss")
+        steps = [m["step"] for m in self.metrics if m.get("loss") is not None]
+        if steps:
+            plt.plot(steps, [m["loss"] for m in self.metrics if m.get("loss") is not None], label="train")
+        ev = [(m["step"], m["eval_loss"]) for m in self.metrics if m.get("eval_loss") is not None]
+        if ev:
+            plt.plot([s for s, _ in ev], [v for _, v in ev], label="eval", marker="dot")
+        plot.refresh()
+
+    # -- actions ------------------------------------------------------------------------------
+    def persona(self) -> str | None:
+        v = self.query_one("#train-persona", Select).value
+        return v if isinstance(v, str) else None
+
+    @on(Button.Pressed, "#train-start")
+    def action_start(self) -> None:
+        if (p := self.persona()) is not None:
+            self.query_one("#train-stats", Static).update(f"checking {p}'s data and model…")
+            self.control("start", p)
+
+    @on(Button.Pressed, "#train-resume")
+    def action_resume(self) -> None:
+        if (p := self.persona()) is not None:
+            self.control("resume", p)
+
+    @on(Button.Pressed, "#train-cancel")
+    def action_cancel(self) -> None:
+        job = self.current_job()
+        if job is not None:
+            self.control("cancel", job.job_id)
+
+    def action_toggle_log(self) -> None:
+        log, plot = self.query_one("#train-log"), self.query_one("#train-plot")
+        log.display, plot.display = not log.display, log.display
+
+    @work(thread=True, exit_on_error=False, group="train-control")
+    def control(self, what: str, target: str) -> None:
+        from persona_studio.train import jobs as jobs_mod
+
+        try:
+            if what == "cancel":
+                job = jobs_mod.cancel_job(self.workspace, target)
+                text = f"cancelling {job.job_id} (it saves a checkpoint first)"
+            else:
+                job = jobs_mod.start_job(self.workspace, target, resume=what == "resume")
+                self.selected = job.job_id
+                text = f"{'resumed' if what == 'resume' else 'started'} {job.job_id}"
+        except UserError as exc:
+            self.post_message(self.Done(str(exc), True))
+            return
+        self.post_message(self.Done(text, False))
+
+    @on(Done)
+    def _done(self, msg: Done) -> None:
+        self.notify(msg.text, severity="error" if msg.error else "information", timeout=8)
+        if msg.error:
+            self.query_one("#train-stats", Static).update(f"[b red]{msg.text}[/]")
+        self.poll()
