@@ -176,3 +176,39 @@ def test_ingest_import_stays_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).parents[1])
     assert out.stdout.strip() == "[]"
+
+
+def test_explicit_format_message_grammar() -> None:
+    path = DATA / "sharegpt.json"
+    assert fail(path, "openai") == f"{path}: not an openai file (it looks like sharegpt)"
+
+
+def test_syntax_error_in_a_huge_file_names_a_nearby_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from persona_studio.ingest import jsonstream
+
+    # Past the size where the error path re-reads the file whole, the line is the start of
+    # the 16 KB chunk being parsed: near, not exact, and still one line.
+    monkeypatch.setattr(jsonstream, "EXACT_ERROR_LIMIT", 0)
+    lines = ['{"name": "x", "type": "personal_chat", "id": 1, "messages": [']
+    lines += [f' {{"id": {i}, "type": "message", "date_unixtime": "{1672920001 + i}", "from": "A", '
+              f'"from_id": "user1", "text": "line {i}"}},' for i in range(2000)]
+    lines += [' {"id": oops}', "]}"]
+    path = tmp_path / "result.json"
+    path.write_text("\n".join(lines))
+    message = fail(path)
+    line = int(message.split(":")[1])
+    assert message.startswith(f"{path}:{line}: bad JSON near here (lexical error")
+    assert 2002 - 400 < line <= 2002
+
+
+@pytest.mark.parametrize(("name", "codec", "expected"), [
+    ("qq_history.txt", "gbk", "gb18030"), ("qq_history.txt", "utf-8-sig", "utf-8-sig"),
+    ("whatsapp_ios.txt", "utf-8-sig", "utf-8-sig"), ("whatsapp_ios.txt", "utf-16-le", "utf-16-le"),
+    ("telegram_full.json", "utf-16", "utf-16"), ("sillytavern.jsonl", "utf-8-sig", "utf-8-sig"),
+])
+def test_text_formats_in_other_encodings(tmp_path: Path, name: str, codec: str, expected: str) -> None:
+    path = tmp_path / name
+    path.write_bytes((DATA / name).read_text(encoding="utf-8").encode(codec))
+    stats, reference = ReadStats(), ReadStats()
+    assert list(read(path, stats=stats)) == list(read(DATA / name, stats=reference))
+    assert stats.encoding == expected and stats.read == reference.read > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -244,3 +245,32 @@ def test_sillytavern_chat() -> None:
     assert msgs[0].ts == ts(2024, 1, 5, 12, 0) and msgs[1].ts == ts(2024, 1, 5, 12, 1)
     assert msgs[2].ts == ts(2024, 1, 5, 12, 2) and msgs[3].ts == ts(2024, 1, 5, 12, 3)
     assert msgs[0].meta["swipes"] == 2
+
+
+def test_telegram_full_export_with_a_long_preamble(tmp_path: Path) -> None:
+    # Real account exports put contacts (often tens of KB) before "chats": detection and the
+    # chat names must not depend on "chats" appearing in the first few KB.
+    doc = json.loads((DATA / "telegram_full.json").read_text(encoding="utf-8"))
+    contacts = [{"first_name": f"Friend {i}", "last_name": "", "phone_number": f"+1 555 {i:04d}",
+                 "date": "2020-01-01T00:00:00"} for i in range(600)]
+    doc = {"about": doc["about"], "personal_information": doc["personal_information"],
+           "contacts": {"about": "contacts", "list": contacts}, "chats": doc["chats"], "left_chats": doc["left_chats"]}
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    assert path.stat().st_size > 60_000
+    assert detect(path) == "telegram"
+    assert [m.chat for m in read(path)] == ["Book Club"] * 3 + ["", "Old Channel"]
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("12/31/23, 9:41\u202fPM - Ana: narrow no-break space before PM", ts(2023, 12, 31, 21, 41)),
+    ("31/12/2023, 9:41 p.m. - Ana: dotted pm", ts(2023, 12, 31, 21, 41)),
+    ("31.12.23, 21:41 - Ana: German dotted date", ts(2023, 12, 31, 21, 41)),
+    ("2023-12-31, 21:41 - Ana: year first", ts(2023, 12, 31, 21, 41)),
+    ("[12/31/23, 9:41:05 PM] Ana: US iPhone", ts(2023, 12, 31, 21, 41, 5)),
+])
+def test_whatsapp_locale_variants(tmp_path: Path, line: str, expected: float) -> None:
+    path = tmp_path / "chat.txt"
+    path.write_text(line + "\n", encoding="utf-8")
+    (msg,) = read(path, "whatsapp")
+    assert (msg.ts, msg.speaker, msg.kind) == (expected, "Ana", "text")

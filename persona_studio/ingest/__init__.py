@@ -86,7 +86,8 @@ def read(path: Path, fmt: str = "auto", stats: ReadStats | None = None) -> Itera
     elif not _SNIFFERS[fmt](head):
         seen = _detect_text(head)
         looks = f"it looks like {seen}" if seen else "its content matches no known format"
-        raise ImportError_(f"{path}: not a {fmt} file ({looks})")
+        article = "an" if fmt[0] in "aeiou" else "a"
+        raise ImportError_(f"{path}: not {article} {fmt} file ({looks})")
     stats = stats if stats is not None else ReadStats()
     stats.encoding, stats.format = encoding, fmt
     return _messages(path, fmt, encoding, stats)
