@@ -59,7 +59,7 @@ def test_real_binary_paints_switches_stage_and_quits(tmux_session: str, tmp_path
     start(tmux_session, f"{_binary()} --workspace {ws}")
     screen = wait_for(tmux_session, "Import chat exports")
     assert "ws" in screen and "engine not started" in screen
-    assert "Review" in screen  # the footer lists the stages
+    assert "1 Import" in screen  # the footer lists the stage keys
     subprocess.run([TMUX, "send-keys", "-t", tmux_session, "3"], check=True)
     wait_for(tmux_session, "QLoRA adapter")
     subprocess.run([TMUX, "send-keys", "-t", tmux_session, "C-q"], check=True)

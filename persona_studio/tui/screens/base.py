@@ -22,7 +22,7 @@ class StageScreen(Screen):
     def compose(self) -> ComposeResult:
         yield StatusLine(id="status")
         yield from self.compose_body()
-        yield Footer()
+        yield Footer(compact=True)
 
     def compose_body(self) -> ComposeResult:  # overridden by each stage
         yield from ()
