@@ -274,3 +274,14 @@ def test_whatsapp_locale_variants(tmp_path: Path, line: str, expected: float) ->
     path.write_text(line + "\n", encoding="utf-8")
     (msg,) = read(path, "whatsapp")
     assert (msg.ts, msg.speaker, msg.kind) == (expected, "Ana", "text")
+
+
+def test_whatsapp_system_event_with_a_colon_is_not_a_speaker(tmp_path: Path) -> None:
+    path = tmp_path / "chat.txt"
+    path.write_text('12/30/23, 9:00 PM - Tom: hi all\n'
+                    '12/30/23, 9:01 PM - Tom changed the subject from "Party" to "Party: 2024"\n'
+                    '12/30/23, 9:02 PM - Maria added Li: welcome\n'
+                    '12/30/23, 9:03 PM - Tom: ok\n', encoding="utf-8")
+    msgs = list(read(path))
+    assert [(m.speaker, m.kind) for m in msgs] == [("Tom", "text"), ("", "system"), ("", "system"), ("Tom", "text")]
+    assert msgs[1].text == 'Tom changed the subject from "Party" to "Party: 2024"'

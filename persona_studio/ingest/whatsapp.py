@@ -28,6 +28,12 @@ _LINE = re.compile(
     r"(?(br)\][ \u00a0]|[ \u00a0][-\u2013][ \u00a0])(?P<body>.*)$"
 )
 _SPEAKER = re.compile(r"^([^:]{1,80}?): (.*)$", re.S)
+# System events are written without a "Name:" prefix, but their text may hold ": " itself
+# (`Tom changed the subject to "Trip: day 2"`). A new "speaker" that reads like an event is one.
+_EVENT = re.compile(
+    r" (?:changed|added|removed|left|joined|created|deleted|pinned|started|turned|updated|reset|"
+    r"invited|set|was added|was removed)( |$)|[\"\u201c]"
+)
 _EDITED = re.compile(r"\s*\u200e?<This message was edited>$")
 _RECALL = {"This message was deleted", "This message was deleted.", "You deleted this message",
            "You deleted this message."}
@@ -99,6 +105,7 @@ class _Parser:
     def __init__(self, path: Path, day_first: bool) -> None:
         self.path = path
         self.day_first = day_first
+        self.seen: set[str] = set()
 
     def ts(self, m: re.Match[str]) -> float:
         a, b, c = int(m["a"]), int(m["b"]), int(m["c"])
@@ -120,6 +127,10 @@ class _Parser:
         if m is None:
             return Message(ts=ts, speaker="", text=text.strip(_MARKS), kind="system")
         speaker = m[1].strip(_MARKS + " ")
+        if speaker not in self.seen:
+            if _EVENT.search(speaker):
+                return Message(ts=ts, speaker="", text=text.strip(_MARKS), kind="system")
+            self.seen.add(speaker)
         text = m[2]
         meta: dict[str, object] = {}
         edited = _EDITED.search(text)
