@@ -61,7 +61,7 @@ def test_real_binary_paints_switches_stage_and_quits(tmux_session: str, tmp_path
     assert "ws" in screen and "engine not started" in screen
     assert "1 Import" in screen  # the footer lists the stage keys
     subprocess.run([TMUX, "send-keys", "-t", tmux_session, "3"], check=True)
-    wait_for(tmux_session, "QLoRA adapter")
+    wait_for(tmux_session, "no job selected")  # the Train screen
     subprocess.run([TMUX, "send-keys", "-t", tmux_session, "C-q"], check=True)
     wait_for(tmux_session, "EXIT=0")
 
