@@ -30,6 +30,7 @@ SHARED = "_shared"
 LORE_SUFFIXES = (".md", ".txt", ".jsonl")
 BOOK = "#character_book"
 _MANIFEST_VERSION = 1
+EMBED_BATCH = 64
 
 
 class LoreError(UserError, ValueError):
@@ -106,7 +107,12 @@ class LoreStore:
             import chromadb
 
             self.ws.chroma_dir.mkdir(parents=True, exist_ok=True)
-            client = chromadb.PersistentClient(path=str(self.ws.chroma_dir))
+            from chromadb.config import Settings
+
+            # No telemetry: the studio runs offline and must not wait on a network call.
+            client = chromadb.PersistentClient(
+                path=str(self.ws.chroma_dir), settings=Settings(anonymized_telemetry=False)
+            )
             # We pass embeddings ourselves: opening the collection must not load a model.
             self._collection = client.get_or_create_collection(
                 self.collection_name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
@@ -197,12 +203,11 @@ class LoreStore:
         scopes.append(SHARED)
         report = IndexReport()
         manifest = self._load_manifest()
-        if manifest.get("settings") != self._settings_key():
-            # Chunking or model changed: every stored chunk is stale.
-            col = self._col()
-            stale = [i for s in manifest.get("sources", {}).values() for i in s["ids"]]
-            if stale:
-                col.delete(ids=stale)
+        stored = sum(len(s["ids"]) for s in manifest.get("sources", {}).values())
+        if manifest.get("settings") != self._settings_key() or stored != self._col().count():
+            # Chunking or model changed, or the index and the manifest disagree (a crash, a
+            # deleted collection): every stored chunk is suspect, so start over.
+            self._col().delete(where={"scope": {"$ne": ""}})
             manifest = {"settings": self._settings_key(), "sources": {}}
         known: dict[str, Any] = manifest["sources"]
         current = self._sources(scopes)
@@ -214,17 +219,31 @@ class LoreStore:
         report.unchanged = len(current) - len(changed)
         # Read and chunk everything first, so a bad file fails before the index is touched.
         chunks = {src: current[src].read() for src in changed}
-        total = len(gone) + len(changed)
-        for done, src in enumerate(gone, 1):
+        texts = [text for src in changed for _, text in chunks[src]]
+        # Progress counts removed sources and embedded chunks: embedding is what takes time.
+        total, done = len(gone) + len(texts), 0
+
+        def tick(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress:
+                progress(done, total)
+
+        for src in gone:
             ids = known.pop(src)["ids"]
             if ids:
                 self._col().delete(ids=ids)
             report.removed += 1
             report.chunks_removed += len(ids)
             self._save_manifest(manifest)
-            if progress:
-                progress(done, total)
-        for done, src in enumerate(changed, len(gone) + 1):
+            tick(1)
+        # Embed across sources in big batches (several times faster than one call per file).
+        vectors: list[list[float]] = []
+        for i in range(0, len(texts), EMBED_BATCH):
+            vectors.extend(self._embed(texts[i : i + EMBED_BATCH]))
+            tick(len(texts[i : i + EMBED_BATCH]))
+        offset = 0
+        for src in changed:
             old = known.get(src)
             if old:
                 if old["ids"]:
@@ -239,15 +258,14 @@ class LoreStore:
                 self._col().upsert(
                     ids=ids,
                     documents=[text for _, text in pieces],
-                    embeddings=self._embed([text for _, text in pieces]),
+                    embeddings=vectors[offset : offset + len(pieces)],
                     metadatas=[{"scope": current[src].scope, "source": label} for label, _ in pieces],
                 )
+            offset += len(pieces)
             known[src] = {"scope": current[src].scope, "sha256": current[src].sha256, "ids": ids}
             report.chunks_added += len(ids)
             # Saved per source: a crash mid-run leaves a manifest that matches the index.
             self._save_manifest(manifest)
-            if progress:
-                progress(done, total)
         if not self.manifest_path.exists():
             self._save_manifest(manifest)
         return report
