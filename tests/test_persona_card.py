@@ -220,3 +220,35 @@ def test_sample_chats_carry_what_the_importers_must_handle() -> None:
         assert needle in text
     lines = (REPO / "personas/bob/chats/sample_whatsapp.txt").read_text(encoding="utf-8").splitlines()
     assert 15 <= len(lines) <= 30 and "<Media omitted>" in "\n".join(lines)
+
+
+def test_cli_import_show_export_json(workspace, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from persona_studio.cli import main
+
+    w = ["-w", str(workspace.root)]
+    card = wild_v2()
+    card["data"]["character_book"] = None
+    src = tmp_path / "ada.json"
+    src.write_text(json.dumps(card), encoding="utf-8")
+    assert main(["persona", "import", str(src), "--id", "ada", *w]) == 0
+    assert "imported 'Ada Quill' as persona 'ada'" in capsys.readouterr().out
+    assert main(["persona", "show", "ada", "--json", *w]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["talkativeness"] == 0.8 and shown["extra"] == {"some_future_field": {"kept": [1, 2, 3]}}
+    assert main(["export", "card", "--persona", "ada", "--format", "v2", *w]) == 0
+    out = Path(capsys.readouterr().out.strip())
+    assert out == workspace.exports_dir / "ada.v2.json"
+    assert json.loads(out.read_text(encoding="utf-8"))["data"]["extensions"]["fav"] is True
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n\0\0")
+    assert main(["persona", "import", str(bad), *w]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "truncated PNG" in err and str(bad) in err
+
+
+def test_persona_jsonc_syntax_error_names_the_line(workspace) -> None:
+    d = workspace.persona_dir("broken")
+    d.mkdir(parents=True)
+    (d / "persona.jsonc").write_text('{\n  "name": "B",\n  "tags": [,\n}\n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"^personas/broken/persona.jsonc:3: syntax error"):
+        load_persona(workspace, "broken")
