@@ -26,6 +26,7 @@ Progress = Callable[[int, int | None], None]
 CHOICES = ["1", "2", "3", "4", "5"]
 _DIGIT = re.compile(r"[1-5]")
 _ONLINE_MAX_CHARS = 8000
+_TOO_LONG = re.compile(r"context length|too long|maximum.{0,40}tokens", re.IGNORECASE)
 
 INSTRUCTION = (
     "You check training data for a chatbot that imitates {name}. Below is one conversation; "
@@ -107,32 +108,48 @@ class OnlineJudge:
         self.client = OpenAI(base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout_s, max_retries=1)
         self.constrain = True
 
-    def _one(self, prompt: str) -> int | None:
+    def _one(self, persona_name: str, turns: Sequence[dict[str, Any]]) -> int | None:
+        import openai
+
+        conv = render(persona_name, turns)[:_ONLINE_MAX_CHARS]
+        for _ in range(6):
+            prompt = INSTRUCTION.format(name=persona_name, conversation=conv)
+            try:
+                return parse_score(self._ask(prompt))
+            except openai.BadRequestError as exc:
+                if not _TOO_LONG.search(str(exc.message)):
+                    raise JudgeError(f"judge: {self.base_url} refused the request: {exc.message}"[:300]) from None
+                # The server's context is smaller than ours: it does not say by how much, so halve.
+                conv = conv[: len(conv) // 2] + " …"
+            except openai.APIConnectionError as exc:
+                raise JudgeError(f"judge: cannot reach {self.base_url} (judge.base_url): {exc}") from None
+            except openai.APIStatusError as exc:
+                raise JudgeError(f"judge: {self.base_url} answered {exc.status_code}: {exc.message}"[:300]) from None
+        return None
+
+    def _ask(self, prompt: str) -> str:
         import openai
 
         kwargs: dict[str, Any] = {"model": self.model, "messages": [{"role": "user", "content": prompt}],
                                   "max_tokens": 4, "temperature": 0.0}
-        try:
-            if self.constrain:
-                try:
-                    r = self.client.chat.completions.create(
-                        **kwargs, extra_body={"structured_outputs": {"choice": CHOICES}})
-                except openai.BadRequestError:
-                    self.constrain = False  # not a vLLM server: ask plainly and parse the digit
-                    r = self.client.chat.completions.create(**kwargs)
-            else:
+        if self.constrain:
+            try:
+                r = self.client.chat.completions.create(
+                    **kwargs, extra_body={"structured_outputs": {"choice": CHOICES}})
+                return r.choices[0].message.content or ""
+            except openai.BadRequestError as exc:
+                if _TOO_LONG.search(str(exc.message)):
+                    raise
+                # Not a vLLM server (unknown field): ask plainly from now on and parse the digit.
                 r = self.client.chat.completions.create(**kwargs)
-        except openai.APIConnectionError as exc:
-            raise JudgeError(f"judge: cannot reach {self.base_url} (judge.base_url): {exc}") from None
-        except openai.APIStatusError as exc:
-            raise JudgeError(f"judge: {self.base_url} answered {exc.status_code}: {exc.message}"[:300]) from None
-        return parse_score(r.choices[0].message.content or "")
+                self.constrain = False
+                return r.choices[0].message.content or ""
+        r = self.client.chat.completions.create(**kwargs)
+        return r.choices[0].message.content or ""
 
     def score(self, persona_name: str, samples: Sequence[Sequence[dict[str, Any]]]) -> list[int | None]:
-        prompts = [INSTRUCTION.format(name=persona_name, conversation=render(persona_name, t)[:_ONLINE_MAX_CHARS])
-                   for t in samples]
-        with ThreadPoolExecutor(max_workers=min(self.workers, max(1, len(prompts)))) as pool:
-            return list(pool.map(self._one, prompts))
+        with ThreadPoolExecutor(max_workers=min(self.workers, max(1, len(samples)))) as pool:
+            return list(pool.map(lambda t: self._one(persona_name, t), samples))
 
     def close(self) -> None:
         self.client.close()
