@@ -244,7 +244,7 @@ def create_job(ws: Workspace, persona_id: str) -> Path:
     data_mod.write_jsonl(job_dir / "data.jsonl", rows)
     spec_mod.save(spec, job_dir / "spec.json")
     write_status(job_dir, job_id=job_id, persona_id=persona_id, state="queued", pid=None, error=None,
-                 created_at=spec.created_at, step=0, total_steps=0, adapter=None)
+                 created_at=spec.created_at, queued_at=spec.created_at, step=0, total_steps=0, adapter=None)
     return job_dir
 
 

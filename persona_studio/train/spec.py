@@ -62,8 +62,13 @@ class TrainSpec:
         if unknown:
             raise TrainError(f"{source}: unknown key {unknown[0]!r}")
         # The settings checker gives the same typed validation (and messages) as settings.jsonc.
-        checker = settings_mod._Checker(source, {})
-        train = checker.build(TrainSftArgs, raw.get("train", {}), ("train",))
+        from persona_studio import jsonc
+
+        checker = settings_mod._Checker(source, jsonc.key_lines(text))
+        try:
+            train = checker.build(TrainSftArgs, raw.get("train", {}), ("train",))
+        except settings_mod.SettingsError as exc:
+            raise TrainError(str(exc)) from None
         kwargs = {k: v for k, v in raw.items() if k != "train"}
         try:
             spec = cls(train=train, **kwargs)
