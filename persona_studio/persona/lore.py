@@ -121,9 +121,7 @@ class LoreStore:
 
     def _embed(self, texts: list[str]) -> list[list[float]]:
         if self._embedder is None:
-            from chromadb.utils.embedding_functions import SentenceTransformerEmbeddingFunction
-
-            self._embedder = SentenceTransformerEmbeddingFunction(model_name=self.model_path())
+            self._embedder = _load_embedder(self.model_path())
         return [list(map(float, v)) for v in self._embedder(texts)]
 
     # -- sources -----------------------------------------------------------------------------
@@ -285,9 +283,11 @@ class LoreStore:
         """
         k = self.args.top_k if k is None else k
         max_distance = self.args.max_distance if max_distance is None else max_distance
+        if k <= 0 or not text.strip():
+            return []
         if refresh:
             self.index(persona_id)
-        if k <= 0 or not text.strip() or self._col().count() == 0:
+        if self._col().count() == 0:
             return []
         res = self._col().query(
             query_embeddings=self._embed([text]),
@@ -300,3 +300,27 @@ class LoreStore:
             for doc, meta, dist in zip(res["documents"][0], res["metadatas"][0], res["distances"][0], strict=True)
         ]
         return [s for s in out if s.distance <= max_distance]
+
+
+def _load_embedder(model_path: str) -> Any:
+    """The sentence-transformers embedder, loaded quietly.
+
+    Loading prints a "Loading weights" bar and an unrelated bitsandbytes kernel warning to
+    stderr; on a CLI that is noise and under the TUI it would scribble over the screen.
+    Both are silenced only for the load and restored afterwards.
+    """
+    import logging
+
+    from chromadb.utils.embedding_functions import SentenceTransformerEmbeddingFunction
+    from transformers.utils import logging as hf_logging
+
+    bnb = logging.getLogger("bitsandbytes")
+    level, bars = bnb.level, hf_logging.is_progress_bar_enabled()
+    bnb.setLevel(logging.ERROR)
+    hf_logging.disable_progress_bar()
+    try:
+        return SentenceTransformerEmbeddingFunction(model_name=model_path)
+    finally:
+        bnb.setLevel(level)
+        if bars:
+            hf_logging.enable_progress_bar()
