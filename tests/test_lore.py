@@ -185,3 +185,6 @@ def test_index_heals_when_collection_and_manifest_disagree(tmp_path: Path) -> No
     rebuilt = LoreStore(ws).index()
     assert rebuilt.added == 6 and rebuilt.chunks_added > first.chunks_added
     assert LoreStore(ws)._col().count() == rebuilt.chunks_added
+    LoreStore(ws).manifest_path.write_text("{not json", encoding="utf-8")
+    again = LoreStore(ws).index()
+    assert again.added == 6 and LoreStore(ws)._col().count() == again.chunks_added == rebuilt.chunks_added

@@ -179,12 +179,16 @@ class LoreStore:
 
     # -- manifest --------------------------------------------------------------------------
     def _load_manifest(self) -> dict[str, Any]:
+        fresh = {"settings": self._settings_key(), "sources": {}}
         try:
             manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            return {"settings": self._settings_key(), "sources": {}}
-        except (OSError, ValueError) as exc:
-            raise LoreError(f"{self.manifest_path}: unreadable lore manifest ({exc}); delete it to rebuild") from None
+            return fresh
+        except (OSError, ValueError):
+            # The manifest is derived state: a damaged one means "rebuild", never an error.
+            return {**fresh, "settings": None}
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("sources"), dict):
+            return {**fresh, "settings": None}
         return manifest
 
     def _save_manifest(self, manifest: dict[str, Any]) -> None:
