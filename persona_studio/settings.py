@@ -155,7 +155,10 @@ class RagArgs:
     chunk_chars: int = _f(600, "Characters per lore chunk.", min=50)
     chunk_overlap: int = _f(80, "Characters shared by neighbouring chunks.", min=0)
     top_k: int = _f(3, "Snippets retrieved per turn.", min=0, max=50)
-    max_distance: float = _f(1.0, "Cosine distance above which a snippet is ignored.", min=0.0, max=2.0)
+    max_distance: float = _f(
+        0.75, "Cosine distance above which a snippet is ignored (MiniLM: related ~0.2-0.55, unrelated ~0.85+).",
+        min=0.0, max=2.0,
+    )
 
 
 @dataclass

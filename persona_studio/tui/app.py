@@ -14,6 +14,7 @@ from pathlib import Path
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.signal import Signal
 
 from persona_studio.errors import UserError
 from persona_studio.tui.screens.base import STAGES
@@ -29,14 +30,18 @@ class StudioApp(App[int]):
         Binding("f1", "help", "Help", show=False),
         # Digits type into inputs; escape leaves the input so digits switch stage again.
         Binding("escape", "unfocus", "Leave field", show=False),
+        Binding("ctrl+e", "restart_engine", "(Re)start engine", show=False),
     ]
 
     def __init__(self, workspace: Workspace | None, error: str | None = None):
         super().__init__()
         self.workspace = workspace
         self.startup_error = error
-        self.engine = None  # set by the Chat/Party screens when an engine is running
+        self.engine = None  # the shared inference engine, once started (see ensure_engine)
         self.engine_state = "not started"
+        self.engine_error: str | None = None
+        # Published with the engine (or None on failure) when a start attempt ends.
+        self.engine_signal: Signal[object] = Signal(self, "engine")
 
     def on_mount(self) -> None:
         if self.workspace is None:
@@ -75,6 +80,57 @@ class StudioApp(App[int]):
         self.notify(
             "Keys 1-6 switch stage (escape leaves a text field first); ctrl+p opens the command palette; ctrl+q quits.", title="Help"
         )
+
+    def ensure_engine(self) -> bool:
+        """True when the engine is ready; otherwise start it (once) off the UI thread."""
+        if self.engine is not None:
+            return True
+        if self.engine_state.startswith("starting"):
+            return False
+        self.engine_error = None
+        self.set_engine_state("starting…")
+        self.run_worker(self._start_engine, thread=True, exclusive=True, group="engine", exit_on_error=False)
+        return False
+
+    def _start_engine(self) -> None:
+        from persona_studio.engine import make_engine
+
+        assert self.workspace is not None
+
+        def progress(msg: str, frac: float | None) -> None:
+            pct = f" {int(frac * 100)}%" if frac is not None else ""
+            self.call_from_thread(self.set_engine_state, f"starting {msg[:30]}{pct}")
+
+        try:
+            engine = make_engine(self.workspace)
+            engine.start(progress)
+        except Exception as exc:  # noqa: BLE001 - any start failure becomes a message, never a crash
+            error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            self.call_from_thread(self._engine_done, None, error)
+            return
+        self.call_from_thread(self._engine_done, engine, None)
+
+    def _engine_done(self, engine: object | None, error: str | None) -> None:
+        self.engine, self.engine_error = engine, error
+        backend = self.workspace.settings.engine.backend if self.workspace else "?"
+        self.set_engine_state(f"{backend} ready" if engine is not None else "failed (ctrl+e retries)")
+        if error:
+            self.notify(error, title="engine failed to start", severity="error", timeout=15)
+        self.engine_signal.publish(engine)
+
+    def action_restart_engine(self) -> None:
+        old, self.engine = self.engine, None
+        if old is not None:
+            self.run_worker(old.close, thread=True, exit_on_error=False)  # type: ignore[attr-defined]
+        self.set_engine_state("not started")
+        self.ensure_engine()
+
+    def on_unmount(self) -> None:
+        if self.engine is not None:
+            try:
+                self.engine.close()  # type: ignore[attr-defined]
+            except Exception:  # noqa: BLE001 - shutting down anyway
+                pass
 
     def set_engine_state(self, state: str) -> None:
         self.engine_state = state

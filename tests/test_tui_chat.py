@@ -1,0 +1,138 @@
+"""Chat and Tea-party screens on a real engine (transformers backend, tiny model, CPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from persona_studio.tui.app import create_app
+from persona_studio.tui.widgets.messages import MessageView
+from tests.tui_helpers import wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def short_personas(root: Path) -> None:
+    # The tiny model's tokenizer knows 8 lines of text: keep cards short so prompts fit 1024 tokens.
+    for pid, name in (("alice", "Alice"), ("bob", "Bob"), ("mei", "Mei")):
+        (root / "personas" / pid).mkdir(parents=True)
+        (root / "personas" / pid / "persona.jsonc").write_text(json.dumps({
+            "name": name, "description": f"{name} likes tea.", "first_mes": f"Hello, I am {name}.",
+        }))
+
+
+@pytest.fixture
+def chat_ws(tmp_path: Path, tiny_model: Path) -> Path:
+    short_personas(tmp_path)
+    (tmp_path / "settings.jsonc").write_text(json.dumps({
+        "model": {"name_or_path": str(tiny_model)},
+        "engine": {"backend": "transformers"},
+        "infer_args": {"max_new_tokens": 8, "temperature": 0.0},
+        "vllm_args": {"max_model_len": 1024},
+        "rag_args": {"enable": False},
+        "party": {"auto_delay_s": 0.2},
+    }))
+    return tmp_path
+
+
+def heads(app) -> list[str]:
+    return [v._head for v in app.screen.query(MessageView)]
+
+
+async def idle(pilot, app, n_views: int, timeout: float = 120) -> None:
+    await wait_until(pilot, lambda: app.engine is not None and not app.screen.busy
+                     and len(app.screen.query(MessageView)) >= n_views, timeout=timeout)
+
+
+@pytest.mark.slow
+async def test_chat_streams_swipes_edits_and_rewinds(chat_ws: Path) -> None:
+    app = create_app(chat_ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        await wait_until(pilot, lambda: app.current_mode == "chat")
+        assert "no adapter: base model" in str(app.screen.query_one("#conv-info").render())
+        await pilot.press("i", *"hello alice", "enter")
+        await idle(pilot, app, 3)  # greeting, user line, reply
+        h = heads(app)
+        assert h[0].endswith("greeting") and h[1].startswith("You")
+        assert "base model (no adapter)" in h[2] and "tok" in h[2]
+        screen = app.screen
+        chat_id = screen.chat_id
+        reply = screen.ui_tree.path(chat_id)[-1]
+        assert reply.role == "assistant" and reply.speaker == "alice"
+
+        await pilot.press("escape", "ctrl+r")  # regenerate: a second swipe beside the first
+        await wait_until(pilot, lambda: "swipe 2/2" in " ".join(heads(app)) and not screen.busy, timeout=120)
+        await pilot.press("left_square_bracket")  # back to the first swipe
+        await wait_until(pilot, lambda: "swipe 1/2" in " ".join(heads(app)))
+        assert screen.ui_tree.path(chat_id)[-1].id == reply.id
+
+        await pilot.press("e")  # edit the persona's reply -> a preference pair
+        await wait_until(pilot, lambda: app.screen is not screen)
+        app.screen.query_one("TextArea").text = "Welcome in, dear."
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: "edited" in heads(app)[-1])
+        prefs = screen.ui_tree.preferences("alice")
+        assert prefs and prefs[-1]["chosen"] == "Welcome in, dear." and prefs[-1]["rejected"] == reply.content
+
+        views = list(screen.query(MessageView))
+        views[1].focus()  # the user's line: rewind there, then talk again -> a new branch
+        await pilot.press("b")
+        await wait_until(pilot, lambda: len(screen.query(MessageView)) == 2)
+        await pilot.press("i", *"another question", "enter")
+        await idle(pilot, app, 4)
+        # the old replies stay in the tree beside the new branch
+        kids = screen.ui_tree.children(chat_id, views[1].msg.id)
+        assert [k.role for k in kids] == ["assistant", "assistant", "user"]
+        assert screen.ui_tree.path(chat_id)[-2].content == "another question"
+
+
+@pytest.mark.slow
+async def test_party_turns_force_talk_and_auto_mode(chat_ws: Path) -> None:
+    app = create_app(chat_ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("5")
+        await wait_until(pilot, lambda: app.current_mode == "party")
+        screen = app.screen
+        assert len(screen.members()) >= 2
+        await pilot.press("ctrl+n")
+        await idle(pilot, app, 1)
+        speakers = [m.speaker for m in screen.ui_tree.path(screen.chat_id)]
+        assert len(speakers) == 1 and speakers[0] in screen.members()
+
+        await pilot.press("ctrl+f")
+        await wait_until(pilot, lambda: app.screen is not screen)
+        await pilot.press("down", "enter")  # the second member
+        await idle(pilot, app, 2)
+        assert screen.ui_tree.path(screen.chat_id)[-1].speaker == screen.members()[1]
+
+        await pilot.press("ctrl+a")  # auto mode: turns keep coming until the user types
+        await wait_until(pilot, lambda: len(screen.ui_tree.path(screen.chat_id)) >= 4, timeout=180)
+        await pilot.press("i", "h")
+        await pilot.pause()
+        assert screen.auto_timer is None
+        await wait_until(pilot, lambda: not screen.busy, timeout=60)
+        n = len(screen.ui_tree.path(screen.chat_id))
+        await pilot.pause(1.0)
+        assert len(screen.ui_tree.path(screen.chat_id)) == n  # stopped
+        for m in screen.ui_tree.path(screen.chat_id):
+            assert m.adapter == "base"  # no adapters trained here: every turn is marked base
+
+
+async def test_engine_start_failure_is_shown_and_app_stays_usable(tmp_path: Path) -> None:
+    short_personas(tmp_path)
+    (tmp_path / "settings.jsonc").write_text(json.dumps({
+        "model": {"name_or_path": str(tmp_path / "no-such-model")}, "engine": {"backend": "transformers"},
+    }))
+    app = create_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        await pilot.press("i", *"hi", "enter")
+        await wait_until(pilot, lambda: app.engine_state.startswith("failed"), timeout=60)
+        await wait_until(pilot, lambda: any("error" in h for h in heads(app)))
+        err = [v for v in app.screen.query(MessageView) if "error" in v._head][0]
+        assert "no-such-model" in err.text
+        await pilot.press("escape", "2")  # still responsive
+        await wait_until(pilot, lambda: app.current_mode == "review")
