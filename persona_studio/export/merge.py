@@ -47,16 +47,16 @@ def merge_adapter(
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         progress(f"loading base model {base} ({dtype})", 0.0)
+        # The tokenizer saved beside the adapter (if training saved one) wins: it may carry the
+        # chat template the persona was trained with.
+        tok_src = ref.path if (ref.path / "tokenizer_config.json").exists() else base
         try:
             model = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype), trust_remote_code=trust)
+            tokenizer = AutoTokenizer.from_pretrained(str(tok_src), trust_remote_code=trust)
         except (OSError, ValueError) as exc:
             raise ExportError(f"model.name_or_path {base!r}: cannot load the base model ({_first_line(exc)})") from None
         if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
             raise ExportError(f"model.name_or_path {base!r}: loaded quantized; merge needs the 16-bit base")
-        # The tokenizer saved beside the adapter (if training saved one) wins: it may carry the
-        # chat template the persona was trained with.
-        tok_src = ref.path if (ref.path / "tokenizer_config.json").exists() else base
-        tokenizer = AutoTokenizer.from_pretrained(tok_src, trust_remote_code=trust)
         if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
             model.resize_token_embeddings(len(tokenizer))
 
