@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from persona_studio.clean.dedup import dumps
 from persona_studio.errors import UserError
 
 Progress = Callable[[int, int | None], None]
@@ -209,7 +210,7 @@ class _Feed:
                 1 if is_me else 0,
                 m.kind,
                 m.text,
-                json.dumps(meta, ensure_ascii=False) if meta else "{}",
+                dumps(meta) if meta else "{}",
             )
         self.stored = seq
         if progress is not None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 from persona_studio.clean.blocked import BlockedWords, load_words
-from persona_studio.clean.dedup import Dedup, sample_hash
+from persona_studio.clean.dedup import Dedup, dumps, sample_hash
 from persona_studio.clean.sessionize import Rules, Sessionizer
 
 MIN = 60.0
@@ -127,9 +129,11 @@ def test_blocked_words_case_insensitive_and_from_file(tmp_path) -> None:
 
 
 def test_dedup_drops_or_renames_repeats() -> None:
-    h = sample_hash("sys", [{"role": "user", "content": "a"}])
-    assert h == sample_hash("sys", [{"content": "a", "role": "user"}])
-    assert h != sample_hash("other", [{"role": "user", "content": "a"}])
+    turns = dumps([{"role": "user", "content": "引号\"a"}])
+    assert json.loads(turns) == [{"role": "user", "content": "引号\"a"}] and "引号" in turns
+    h = sample_hash("sys", turns)
+    assert h == sample_hash("sys", dumps([{"role": "user", "content": "引号\"a"}]))
+    assert h != sample_hash("other", turns) and len(h) == 32
     d = Dedup(True)
     assert d.check(h) == h and d.check(h) is None
     d = Dedup(False)

@@ -3,18 +3,41 @@
 `samples.hash` is the hash of the sample *as generated* by make-dataset. Review edits change
 `samples.turns` but never the hash, so a re-run that generates the same sample again finds the
 row (and its edits and decision) by hash and leaves it alone.
+
+The hash is taken over the same JSON text that is stored in `samples.turns`, so each sample is
+encoded once. make-dataset builds turn dicts in one fixed key order, so equal samples give equal
+text.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import json.encoder
+from collections.abc import Callable
 from typing import Any
 
 
-def sample_hash(system: str, turns: list[dict[str, Any]]) -> str:
-    blob = json.dumps([system, turns], ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
+def _fast_encoder() -> Callable[[Any], str]:
+    # json.dumps builds a new encoder per call, which costs more than encoding a small list of
+    # turns; the C encoder built once is ~3x faster. Fall back where the C accelerator is absent.
+    c_make = getattr(json.encoder, "c_make_encoder", None)
+    if c_make is None:
+        enc = json.JSONEncoder(ensure_ascii=False)
+        return enc.encode
+
+    def default(o: Any) -> Any:
+        raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+    c = c_make(None, default, json.encoder.encode_basestring, None, ": ", ", ", False, False, True)
+    return lambda obj: "".join(c(obj, 0))
+
+
+dumps: Callable[[Any], str] = _fast_encoder()
+
+
+def sample_hash(system: str, turns_json: str) -> str:
+    return hashlib.sha256(f"{system}\x00{turns_json}".encode()).hexdigest()[:32]
 
 
 class Dedup:

@@ -2,8 +2,8 @@
 
 One combined regex finds candidates of every enabled kind in a single pass; a candidate
 only counts after its own check (ID-card checksum, Luhn for bank cards, `ipaddress` for
-IPv6). Texts with no digit, '@', ':' or '.' cannot hold any of these, so a cheap pre-check
-skips the big regex for most chat lines. Ordinary numbers (prices, times, years, counts)
+IPv6). A cheap pre-check (`_PRECHECK`) skips the big regex for the chat lines that cannot
+hold any of them, which is most. Ordinary numbers (prices, times, years, counts)
 survive: phone patterns need a mobile prefix, a '+' country code or a landline shape; bank
 cards need 13-19 digits starting 2-6 and a valid Luhn sum.
 """
@@ -51,7 +51,10 @@ _PATTERNS: dict[str, str] = {
     ),
 }
 
-_PRECHECK = re.compile(r"[0-9@:.]")
+# Every pattern above needs one of these: 7 digits in a row (IDs, cards, mobiles, landlines),
+# 3+4 digits with a separator, a '+' country code, '@', an IPv6 colon pair, a dot before a
+# letter (domains, www.) or between digits (IPv4). Prices, times and counts have none of them.
+_PRECHECK = re.compile(r"\d{7}|\d{3}[ -]\d{4}|\+\d|@|::|:[0-9A-Fa-f]{1,4}:|\.[A-Za-z]|\d\.\d")
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from persona_studio.clean.blocked import BlockedWords, load_words
-from persona_studio.clean.dedup import Dedup, sample_hash
+from persona_studio.clean.dedup import Dedup, dumps, sample_hash
 from persona_studio.clean.pii import Redactor
 from persona_studio.clean.sessionize import Rules, Sessionizer, Turns
 from persona_studio.clean.tokens import TokenCounter, report
@@ -69,7 +69,7 @@ class _Run:
         self.word_hits: Counter[str] = Counter()
         self.samples: Counter[str] = Counter()
         self.lengths: list[int] = []
-        self.pending: list[tuple[str, Turns, str]] = []
+        self.pending: list[tuple[str, Turns, str, str]] = []
         self.open_hits: dict[tuple[Hashable, int], list[tuple[str, int, str]]] = {}
         self.hits: list[tuple[str, int, str, str | None]] = []
 
@@ -139,12 +139,13 @@ class _Run:
             first: str | None = None
             chat = key[1] if isinstance(key, tuple) and len(key) == 2 else ""
             for turns in samples:
-                h = self.dedup.check(sample_hash(self.system, turns))
+                encoded = dumps(turns)
+                h = self.dedup.check(sample_hash(self.system, encoded))
                 if h is None:
                     self.samples["duplicates_dropped"] += 1
                     continue
                 first = first or h
-                self.pending.append((h, turns, chat))
+                self.pending.append((h, turns, encoded, chat))
             hits = self.open_hits.pop((key, serial), None)
             if hits:
                 self.hits.extend((w, mid, t, first) for w, mid, t in hits)
@@ -155,16 +156,19 @@ class _Run:
     def flush(self) -> None:
         if not self.pending:
             return
-        lens = self.tokens.count([(self.system, turns) for _, turns, _ in self.pending])
+        lens = self.tokens.count([(self.system, turns) for _, turns, _, _ in self.pending])
         self.lengths.extend(lens)
         rows = []
-        for (h, turns, chat), n_tok in zip(self.pending, lens, strict=True):
-            self.samples["new" if h not in self.existing else "kept"] += 1
+        existing = self.existing
+        new = 0
+        for (h, turns, encoded, chat), n_tok in zip(self.pending, lens, strict=True):
+            new += h not in existing
             rows.append((
-                self.persona_id, self.run_id, h, self.system,
-                json.dumps(turns, ensure_ascii=False), len(turns), n_tok,
-                json.dumps({"chat": chat}, ensure_ascii=False) if chat else "{}",
+                self.persona_id, self.run_id, h, self.system, encoded, len(turns), n_tok,
+                dumps({"chat": chat}) if chat else "{}",
             ))
+        self.samples["new"] += new
+        self.samples["kept"] += len(rows) - new
         self.db.executemany(_UPSERT, rows)
         self.pending.clear()
 

@@ -111,7 +111,10 @@ class Sessionizer:
         return conv.serial
 
     def add(self, key: Hashable, ts: float | None, speaker: str, is_me: bool, text: str) -> int:
-        conv = self._conv(key, ts)
+        # Hot path (once per message): the common case, an open conversation, is inlined.
+        conv = self.open.get(key)
+        if conv is None or (ts is not None and conv.last_ts is not None and ts - conv.last_ts > self.rules.qa_s):
+            conv = self._conv(key, ts)
         role = "assistant" if is_me else "user"
         turns = conv.turns
         if turns:
