@@ -111,3 +111,22 @@ async def test_serve_command_script(ws) -> None:
         script = (ws.root / "serve-all.sh").read_text()
         assert "--lora-modules alice=" in script and "# skipped bob" in script
         assert "--enable-lora" in _result(app)
+
+
+async def test_personas_added_elsewhere_appear_on_return(ws) -> None:
+    from textual.widgets import Select
+
+    app = create_app(ws.root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _open_export(pilot)
+        await pilot.press("1")
+        await wait_until(pilot, lambda: app.current_mode == "import")
+        add_persona(ws, "carol")
+        await pilot.press("6")
+        await wait_until(pilot, lambda: app.current_mode == "export")
+        await pilot.pause()
+        sel = app.screen.query_one("#export-persona", Select)
+        assert sel.value == "alice"  # the choice survives the round trip
+        sel.value = "carol"  # raises if carol is not an option
+        await pilot.pause()
+        assert app.screen.query_one("#export-out").value == ".studio/exports/carol-merged"

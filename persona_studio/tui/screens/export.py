@@ -51,11 +51,8 @@ class ExportScreen(StageScreen):
 
     def on_mount(self) -> None:
         self._auto_out = ""
-        ids = self.workspace.persona_ids()
         sel = self.query_one("#export-persona", Select)
-        sel.set_options([(p, p) for p in ids])
-        if ids:
-            sel.value = ids[0]
+        self._load_personas()
         # A Select draws its border on its inner SelectCurrent, so the titles go there.
         self.query_one("#export-persona SelectCurrent").border_title = "persona"
         self.query_one("#export-kind SelectCurrent").border_title = "export"
@@ -63,6 +60,17 @@ class ExportScreen(StageScreen):
         self.query_one("#export-progress", ProgressBar).update(total=1.0, progress=0.0)
         self._refresh_out()
         sel.focus()
+
+    def on_screen_resume(self) -> None:
+        self._load_personas()  # personas may have been added on another stage meanwhile
+
+    def _load_personas(self) -> None:
+        ids = self.workspace.persona_ids()
+        sel = self.query_one("#export-persona", Select)
+        keep = sel.value if sel.value in ids else (ids[0] if ids else None)
+        sel.set_options([(p, p) for p in ids])
+        if keep is not None:
+            sel.value = keep
 
     # -- choices -------------------------------------------------------------------------------
     def _choice(self) -> tuple[str, str]:
