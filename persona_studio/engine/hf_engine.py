@@ -46,6 +46,10 @@ class TransformersEngine:
         progress("importing torch/transformers", 0.1)
         import torch
         from transformers import AutoModelForCausalLM
+        from transformers.utils import logging as hf_logging
+
+        # Our progress callback reports loading; tqdm bars would garble a TUI or a piped stderr.
+        hf_logging.disable_progress_bar()
 
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = self._torch_dtype(torch)
@@ -92,7 +96,9 @@ class TransformersEngine:
                 self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name).eval()
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise EngineError(f"{path}: cannot load this adapter onto {self.model_name}: {first_line(exc)}") from None
-        # An older version of the same persona is dead weight now: drop it.
+        # An older version of the same persona is dead weight now: drop it (after activating
+        # the new one, so peft never has a deleted adapter active).
+        self.model.set_adapter(name)
         for old_key, old_name in list(self._loaded.items()):
             if Path(old_key).parent == path.parent and old_name != name:
                 self.model.delete_adapter(old_name)
@@ -149,7 +155,9 @@ class TransformersEngine:
                         with torch.inference_mode():
                             self.model.generate(**kwargs)
                         return
-                    self.model.set_adapter(self._adapter_name(req.persona_id, req.adapter))
+                    # Name first: loading the first adapter replaces self.model with a PeftModel.
+                    name = self._adapter_name(req.persona_id, req.adapter)
+                    self.model.set_adapter(name)
                     with torch.inference_mode():
                         self.model.generate(**kwargs)
             except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread

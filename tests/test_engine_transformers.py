@@ -1,0 +1,114 @@
+"""The transformers + peft fallback passes the same party test as vLLM: own adapter per
+persona, a retrained version picked up on the next turn, base model marked, bad adapters
+reported in one line."""
+
+from __future__ import annotations
+
+import random
+import shutil
+
+import pytest
+
+from persona_studio import adapters
+from persona_studio.chat.session import Conversation
+from persona_studio.chat.tree import ChatTree
+from persona_studio.engine import EngineError, GenRequest, Sampling, make_engine
+from tests.test_engine_vllm import (
+    SENT_A,
+    SENT_A2,
+    SENT_B,
+    install_adapter,
+    make_party_workspace,
+    trained_adapter,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def adapter_cache(tmp_path_factory):
+    path = tmp_path_factory.getbasetemp() / "sentence-adapters"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def hf_ws(tmp_path_factory, tiny_model, adapter_cache):
+    return make_party_workspace(tmp_path_factory.mktemp("hf") / "ws", tiny_model, "transformers", adapter_cache)
+
+
+@pytest.fixture(scope="module")
+def engine(hf_ws):
+    eng = make_engine(hf_ws)
+    assert eng.name == "transformers"
+    eng.start()
+    yield eng
+    eng.close()
+
+
+@pytest.fixture
+def conv(hf_ws, engine):
+    store = hf_ws.store()
+    yield lambda ids: Conversation.create(hf_ws, engine, ChatTree(store), ids, kind="party", rng=random.Random(0))
+    store.close()
+
+
+def test_party_turns_carry_each_personas_own_adapter(conv):
+    c = conv(["alice", "bob"])
+    c.say("Welcome to the tea party!")
+    results = c.run(4, strategy="list")
+    assert [(r.persona_id, r.adapter, r.text) for r in results] == [
+        ("alice", "alice/v0001", SENT_A), ("bob", "bob/v0001", SENT_B),
+        ("alice", "alice/v0001", SENT_A), ("bob", "bob/v0001", SENT_B),
+    ]
+
+
+def test_retrained_adapter_version_is_used_without_restart(hf_ws, engine, conv, tiny_model, adapter_cache):
+    model_before = engine.model
+    c = conv(["alice", "bob"])
+    assert c.reply("alice").text == SENT_A
+    install_adapter(hf_ws, "alice", trained_adapter(adapter_cache, tiny_model, SENT_A2))
+    try:
+        r = c.reply("alice")
+        assert (r.text, r.adapter) == (SENT_A2, "alice/v0002")
+        assert c.reply("bob").text == SENT_B
+        assert engine.model is model_before
+        # the superseded version was dropped from the PeftModel; bob's stays
+        assert sorted(n.split("__")[0] for n in engine._loaded.values()) == ["alice", "bob"]
+    finally:
+        adapters.set_current(hf_ws, "alice", "v0001")
+    assert c.reply("alice").text == SENT_A  # and back: a version change either way works
+
+
+def test_persona_without_adapter_uses_the_base_model_marked(conv):
+    r = conv(["carol", "alice"]).reply("carol")
+    assert r.adapter == "base" and r.message.meta["base_model"] is True
+    assert r.text not in (SENT_A, SENT_B, SENT_A2)
+
+
+def test_missing_adapter_dir_is_one_line(hf_ws, engine, tmp_path):
+    req = GenRequest([{"role": "user", "content": "hi"}], "bob", tmp_path / "v0042", Sampling(temperature=0))
+    with pytest.raises(EngineError, match=r"v0042: adapter directory is missing") as info:
+        list(engine.generate(req))
+    assert "\n" not in str(info.value)
+
+
+def test_abort_stops_a_running_generation(hf_ws, engine, adapter_cache, tiny_model):
+    req = GenRequest([{"role": "user", "content": "hi"}], "x", None, Sampling(temperature=0, max_new_tokens=200))
+    gen = engine.generate(req)
+    next(gen)
+    engine.abort(req.request_id)
+    rest = list(gen)
+    assert len(rest) < 150  # far fewer than the 200 tokens asked for
+    ad = trained_adapter(adapter_cache, tiny_model, SENT_B)
+    again = GenRequest(req.prompt_messages, "bob", ad, Sampling(temperature=0))
+    assert "".join(engine.generate(again)) == SENT_B
+
+
+def test_broken_adapter_copy_is_one_line(hf_ws, engine, adapter_cache, tiny_model, tmp_path):
+    broken = tmp_path / "v0007"
+    shutil.copytree(trained_adapter(adapter_cache, tiny_model, SENT_B), broken)
+    (broken / "adapter_model.safetensors").unlink()
+    req = GenRequest([{"role": "user", "content": "hi"}], "bob", broken, Sampling(temperature=0))
+    with pytest.raises(EngineError, match="no adapter_model"):
+        list(engine.generate(req))
