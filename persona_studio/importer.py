@@ -80,6 +80,8 @@ def import_files(
             raise UserError(f"{path}: no such file")
         files.append((path, file_sha256(path)))
     store = ws.store()
+    # Bulk work: a 64 MiB page cache keeps the index B-trees in memory (default is 2 MiB).
+    store.conn.execute("PRAGMA cache_size = -65536")
     try:
         results = []
         with store.tx() as db:
@@ -183,6 +185,7 @@ class _Feed:
     def rows(self, messages: Iterable[Any]) -> Iterator[tuple[Any, ...]]:
         speakers, kinds = self.speakers, self.kinds
         import_id, progress, offset = self.import_id, self.progress, self.offset
+        known = self._is_me  # (speaker, speaker_id) -> is the persona; filled by _match
         seq = 0
         for m in messages:
             seq += 1
@@ -194,7 +197,9 @@ class _Feed:
                 is_me = self._match(m.speaker, m.speaker_id) if self.me else m.role == "assistant"
                 meta = {**meta, "role": m.role, "conv": m.conv}
             else:
-                is_me = self._match(m.speaker, m.speaker_id)
+                is_me = known.get((m.speaker, m.speaker_id))
+                if is_me is None:
+                    is_me = self._match(m.speaker, m.speaker_id)
                 self.needs_me = True
             if is_me:
                 self.me_messages += 1

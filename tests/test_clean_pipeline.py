@@ -51,13 +51,20 @@ CHAT = [
     ("文本", 0, "bob", "明天见", "2024-10-06 09:00:00"),
     ("文本", 1, "bob", "明天见", "2024-10-06 09:01:00"),
 ]
+# a quote-reply is text (the reply); recalls and system notices are not
+MORE_KINDS = [
+    ("文本", 0, "bob", "看这个", "2024-10-08 09:00:00"),
+    ("引用回复", 1, "bob", "哈哈 好看", "2024-10-08 09:00:30"),
+    ("撤回消息", 0, "bob", "bob撤回了一条消息", "2024-10-08 09:00:40"),
+    ("系统通知", 0, "bob", "你已添加了bob", "2024-10-08 09:00:50"),
+]
 
 
 @pytest.fixture
 def ws(workspace: Workspace, tmp_path: Path) -> Workspace:
     ws = set_settings(workspace, '{make_dataset: {blocked_words: ["PASSWORD"], pii: {email: "drop"}}}')
     add_persona(ws)
-    import_files(ws, "alice", [wechat_csv(tmp_path / "chat.csv", CHAT)], "me")
+    import_files(ws, "alice", [wechat_csv(tmp_path / "chat.csv", CHAT + MORE_KINDS)], "me")
     return ws
 
 
@@ -71,10 +78,11 @@ def rows(ws: Workspace, sql: str, params: tuple = ()) -> list[dict]:
 
 def test_clean_redact_block_skip_dedup(ws: Workspace) -> None:
     s = make_dataset(ws, "alice")
-    assert s["messages"]["read"] == 10
-    assert s["messages"]["skipped"] == {"blocked_word": 1, "non_text:image": 1, "pii_drop": 1}
+    assert s["messages"]["read"] == 14
+    assert s["messages"]["skipped"] == {"blocked_word": 1, "non_text:image": 1, "non_text:recall": 1,
+                                        "non_text:system": 1, "pii_drop": 1}
     assert s["redacted"] == {"phone": 1} and s["pii_dropped"] == {"email": 1}
-    assert s["samples"]["total"] == 2 and s["samples"]["duplicates_dropped"] == 1
+    assert s["samples"]["total"] == 3 and s["samples"]["duplicates_dropped"] == 1
     samples = rows(ws, "SELECT system, turns, status, run_id FROM samples ORDER BY id")
     assert all(x["system"] == "You are Alice." and x["status"] == "pending" for x in samples)
     first = json.loads(samples[0]["turns"])
@@ -88,7 +96,9 @@ def test_clean_redact_block_skip_dedup(ws: Workspace) -> None:
     assert hits == [{"word": "PASSWORD", "text": "my password is hunter2", "sample_hash": h["hash"],
                      "run_id": s["run_id"]}]
     (run,) = rows(ws, "SELECT summary FROM dataset_runs")
-    assert json.loads(run["summary"])["samples"]["total"] == 2
+    assert json.loads(run["summary"])["samples"]["total"] == 3
+    last = json.loads(rows(ws, "SELECT turns FROM samples ORDER BY id DESC LIMIT 1")[0]["turns"])
+    assert last == [{"role": "user", "content": "看这个", "name": "bob"}, {"role": "assistant", "content": "哈哈 好看"}]
     assert s["tokens"]["exact"] is False and "estimate" in s["tokens"]["counter"]
 
 
@@ -109,7 +119,7 @@ def test_rerun_keeps_review_state_and_removes_stale(ws: Workspace) -> None:
     finally:
         store.close()
     s2 = make_dataset(ws, "alice")
-    assert s2["samples"] == {"total": 2, "new": 0, "kept_with_review_state": 2, "removed_stale": 0,
+    assert s2["samples"] == {"total": 3, "new": 0, "kept_with_review_state": 3, "removed_stale": 0,
                              "duplicates_dropped": 1}
     after = rows(ws, "SELECT id, status, turns, run_id FROM samples ORDER BY id")
     assert [a["id"] for a in after] == [b["id"] for b in before]
@@ -121,7 +131,7 @@ def test_rerun_keeps_review_state_and_removes_stale(ws: Workspace) -> None:
     ws2 = set_settings(ws, '{make_dataset: {blocked_words: ["PASSWORD"], pii: {email: "drop", phone: "keep"}}}')
     s3 = make_dataset(ws2, "alice")
     assert s3["samples"]["new"] == 1 and s3["samples"]["removed_stale"] == 1
-    assert s3["samples"]["kept_with_review_state"] == 1
+    assert s3["samples"]["kept_with_review_state"] == 2
     texts = [r["turns"] for r in rows(ws, "SELECT turns FROM samples ORDER BY id")]
     assert any("13812345678" in t for t in texts) and any("edited" in t for t in texts)
     assert len(rows(ws, "SELECT 1 FROM dataset_runs")) == 3

@@ -51,6 +51,8 @@ class BlockedWords:
         self._by_fold = {w.casefold(): w for w in self.words}
         pattern = "|".join(re.escape(w) for w in sorted(self.words, key=len, reverse=True))
         self._re = re.compile(pattern, re.IGNORECASE) if self.words else None
+        # A cheap "any hit at all?" test for hot loops; None when there are no words.
+        self.search = self._re.search if self._re is not None else None
 
     def hits(self, text: str) -> list[str]:
         """The configured words found in `text` (each once, in order of appearance)."""

@@ -106,6 +106,8 @@ class Redactor:
         self._re = re.compile("|".join(f"(?P<{k}>{_PATTERNS[k]})" for k in active)) if active else None
         self._counts: dict[str, int] = {}
         self._drop = False
+        # "Could this text hold anything?" for hot loops; None when every kind is kept.
+        self.maybe = _PRECHECK.search if self._re is not None else None
 
     def apply(self, text: str) -> tuple[str | None, dict[str, int]]:
         """Return (new text, or None when a 'drop' kind was found; counts per kind found)."""
