@@ -94,7 +94,14 @@ class OfflineJudge:
         return [parse_score(o.outputs[0].text if o.outputs else "") for o in outs]
 
     def close(self) -> None:
+        # Stop the engine-core worker now (and free its memory) instead of at garbage collection.
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
         del self.llm
+        import gc
+
+        gc.collect()
 
 
 class OnlineJudge:

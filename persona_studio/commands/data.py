@@ -24,6 +24,8 @@ class TerminalProgress:
         self.shown = False
 
     def __call__(self, done: int, total: int | None) -> None:
+        if total == 0:
+            return
         now = time.monotonic()
         final = total is not None and done >= total
         if not final and now - self.last < 0.1:
@@ -187,7 +189,9 @@ def run_score(args: argparse.Namespace, ws: Any) -> int:
 def run_export_dataset(args: argparse.Namespace, ws: Any) -> int:
     from persona_studio.export.dataset import export_dataset
 
-    summary = export_dataset(ws, args.persona, args.format, args.output, args.status)
+    summary = _run_with_progress(
+        "exporting", lambda bar: export_dataset(ws, args.persona, args.format, args.output, args.status, bar)
+    )
     if args.json:
         _print_json(summary)
     else:

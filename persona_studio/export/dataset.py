@@ -11,6 +11,7 @@ of the persona was ever scored; never rejected.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,8 @@ def to_alpaca(system: str, turns: list[dict[str, Any]]) -> dict[str, Any]:
 _CONVERT = {"openai": to_openai, "sharegpt": to_sharegpt, "alpaca": to_alpaca}
 
 
-def export_dataset(ws: Any, persona_id: str, fmt: str, out: str | Path, which: str = "usable") -> dict[str, Any]:
+def export_dataset(ws: Any, persona_id: str, fmt: str, out: str | Path, which: str = "usable",
+                   progress: Callable[[int, int | None], None] | None = None) -> dict[str, Any]:
     from persona_studio.importer import check_persona
     from persona_studio.workspace import atomic_write
 
@@ -100,12 +102,16 @@ def export_dataset(ws: Any, persona_id: str, fmt: str, out: str | Path, which: s
         store.close()
     convert = _CONVERT[fmt]
     lines, skipped = [], 0
-    for row in rows:
+    for i, row in enumerate(rows, 1):
+        if progress is not None and not i & 0xFFF:
+            progress(i, len(rows))
         rec = convert(row["system"], json.loads(row["turns"]))
         if not rec:
             skipped += 1
             continue
         lines.append(json.dumps(rec, ensure_ascii=False))
+    if progress is not None:
+        progress(len(rows), len(rows))
     atomic_write(out, "\n".join(lines) + ("\n" if lines else ""))
     return {"persona": persona_id, "format": fmt, "statuses": list(sts), "written": len(lines),
             "skipped": skipped, "path": str(out)}
