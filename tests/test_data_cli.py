@@ -195,3 +195,31 @@ def test_unknown_persona_for_make_dataset_and_export(ws: Workspace, tmp_path: Pa
     assert "unknown persona 'nobody'" in capsys.readouterr().err
     assert cli(ws, "export", "dataset", "--persona", "nobody", "-o", str(tmp_path / "o.jsonl")) == 2
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_whatsapp_export_end_to_end(ws: Workspace, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "WhatsApp Chat.txt"
+    f.write_text(
+        "12/31/23, 9:41 PM - Bob Lee: are you coming tonight?\n"
+        "12/31/23, 9:42 PM - Alice Wu: yes!\n"
+        "bringing cake\n"
+        "12/31/23, 9:43 PM - Bob Lee: <Media omitted>\n"
+        "12/31/23, 9:44 PM - Bob Lee: great, call me on +44 20 7946 0958\n"
+        "12/31/23, 9:45 PM - Alice Wu: will do\n",
+        encoding="utf-8",
+    )
+    assert cli(ws, "import", str(f), "--persona", "alice", "--me", "alice", "--json") == 2
+    assert "closest: Alice Wu (2)" in capsys.readouterr().err
+    assert cli(ws, "import", str(f), "--persona", "alice", "--me", "Alice Wu", "--json") == 0
+    assert out_json(capsys)["files"][0]["format"] == "whatsapp"
+    assert cli(ws, "make-dataset", "--persona", "alice", "--json") == 0
+    assert out_json(capsys)["redacted"] == {"phone": 1}
+    out = tmp_path / "w.jsonl"
+    assert cli(ws, "export", "dataset", "--persona", "alice", "-o", str(out)) == 0
+    (rec,) = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert rec["messages"][1:] == [
+        {"role": "user", "content": "are you coming tonight?", "name": "Bob Lee"},
+        {"role": "assistant", "content": "yes!\nbringing cake"},
+        {"role": "user", "content": "great, call me on <PHONE>", "name": "Bob Lee"},
+        {"role": "assistant", "content": "will do"},
+    ]
