@@ -153,6 +153,10 @@ class Sessionizer:
 
     def _samples(self, turns: Turns) -> list[Turns]:
         r = self.rules
+        # Fast path (most conversations): a short exchange, every turn in bounds, ending on a reply.
+        if (len(turns) <= r.max_turns and turns[-1]["role"] == "assistant"
+                and all(r.min_chars <= len(t["content"]) <= r.max_chars for t in turns)):
+            return [turns]
         out: list[Turns] = []
         seg: Turns = []
         for t in turns:
