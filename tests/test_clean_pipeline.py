@@ -195,3 +195,16 @@ def test_blocked_words_file_missing_is_one_line_error(workspace: Workspace) -> N
     with pytest.raises(UserError, match=r"nope.txt: not found \(make_dataset.blocked_words_file\)"):
         make_dataset(ws, "alice")
     assert rows(ws, "SELECT count(*) n FROM dataset_runs") == [{"n": 0}]
+
+
+@pytest.mark.parametrize(
+    ("card_prompt", "expected"),
+    [("You are {{char}}, who loves tea.", "You are Alice, who loves tea."),
+     ("", "You are Alice. Stay in character as Alice.")],
+)
+def test_system_prompt_comes_from_the_card(workspace: Workspace, tmp_path: Path, card_prompt: str,
+                                           expected: str) -> None:
+    add_persona(workspace, "alice", card_prompt)
+    import_files(workspace, "alice", [wechat_csv(tmp_path / "c.csv", CHAT)], "me")
+    make_dataset(workspace, "alice")
+    assert {r["system"] for r in rows(workspace, "SELECT system FROM samples")} == {expected}

@@ -43,11 +43,14 @@ _UPSERT = (
 
 
 def system_prompt(ws: Any, persona_id: str) -> str:
-    """The system prompt of every sample: the card's, else "You are NAME." (never empty)."""
+    """The system prompt of every sample: the card's `system_prompt` with {{char}} filled in,
+    else the same default the chat uses, so training and chat open the same way."""
+    from persona_studio.chat.prompt import macros
     from persona_studio.persona.card import load_persona
 
     p = load_persona(ws, persona_id)
-    return p.system_prompt.strip() or f"You are {p.name or persona_id}."
+    name = p.name or persona_id
+    return macros(p.system_prompt.strip(), name, "User") or f"You are {name}. Stay in character as {name}."
 
 
 class _Run:
@@ -143,11 +146,12 @@ class _Run:
             chat = key[1] if isinstance(key, tuple) and len(key) == 2 else ""
             for turns in samples:
                 encoded = dumps(turns)
-                h = self.dedup.check(sample_hash(self.system, encoded))
+                raw = sample_hash(self.system, encoded)
+                h = self.dedup.check(raw)
+                first = first or h or raw  # a duplicate's hits point at the sample it duplicates
                 if h is None:
                     self.samples["duplicates_dropped"] += 1
                     continue
-                first = first or h
                 self.pending.append((h, turns, encoded, chat))
             hits = self.open_hits.pop((key, serial), None)
             if hits:
