@@ -34,8 +34,9 @@ Handler = Callable[[argparse.Namespace, Any], int]
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a subcommand's copy of the option must not overwrite `-w DIR` given before it.
     common.add_argument(
-        "--workspace", "-w", metavar="DIR", default=None,
+        "--workspace", "-w", metavar="DIR", default=argparse.SUPPRESS,
         help="workspace directory (default: the current directory)",
     )
     parser = argparse.ArgumentParser(
@@ -64,17 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    workspace = getattr(args, "workspace", None)
     handler: Handler | None = getattr(args, "handler", None)
     try:
         if handler is None:
             from persona_studio.tui.run import run_tui
 
-            return run_tui(args.workspace)
+            return run_tui(workspace)
         ws = None
         if getattr(args, "needs_workspace", True):
             from persona_studio.workspace import Workspace
 
-            ws = Workspace.open(args.workspace)
+            ws = Workspace.open(workspace)
         return handler(args, ws)
     except UserError as exc:
         print(f"persona-studio: error: {exc}", file=sys.stderr)

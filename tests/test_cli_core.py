@@ -118,3 +118,11 @@ def test_help_lists_the_commands_without_heavy_imports() -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0] == "[]"
     assert "init" in r.stdout and "export" in r.stdout
+
+
+def test_workspace_option_works_before_and_after_the_command(tmp_path: Path) -> None:
+    assert cli("init", str(tmp_path / "w")).returncode == 0
+    for argv in (["-w", str(tmp_path / "w"), "info", "--json"], ["info", "--json", "-w", str(tmp_path / "w")]):
+        r = cli(*argv, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["workspace"] == str((tmp_path / "w").resolve())

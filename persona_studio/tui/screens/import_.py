@@ -174,10 +174,14 @@ class ImportScreen(StageScreen):
         try:
             imp = import_files(self.workspace, persona, paths, me,
                                progress=lambda d, t: self.post_message(self.Progress("import", d, t)))
+        except UserError as exc:
+            self.post_message(self.Finished(None, f"{exc}\nnothing was imported"))
+            return
+        try:
             ds = make_dataset(self.workspace, persona,
                               progress=lambda d, t: self.post_message(self.Progress("clean", d, t)))
         except UserError as exc:
-            self.post_message(self.Finished(None, str(exc)))
+            self.post_message(self.Finished(None, f"{exc}\nthe messages were imported; fix this and press ctrl+r"))
             return
         self.post_message(self.Finished({"import": imp, "dataset": ds}, None))
 
@@ -191,7 +195,7 @@ class ImportScreen(StageScreen):
         self.query_one("#import-run", Button).disabled = False
         box = self.query_one("#import-summary", Static)
         if msg.error:
-            box.update(f"[b red]{msg.error}[/]\nnothing was imported")
+            box.update(f"[b red]{msg.error}[/]")
             return
         assert msg.summary is not None
         imp, ds = msg.summary["import"], msg.summary["dataset"]
