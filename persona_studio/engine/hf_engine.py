@@ -24,6 +24,47 @@ from persona_studio.engine.base import (
 from persona_studio.engine.template import first_line, load_tokenizer, render_ids
 
 
+class _TokenStreamer:
+    """Hands text to the consuming thread token by token.
+
+    transformers' TextIteratorStreamer releases text only at word boundaries, which makes the
+    first token wait for the first space; this one releases every token's text as soon as it
+    decodes to whole characters (a split UTF-8 sequence decodes to U+FFFD: wait for the rest).
+    """
+
+    def __init__(self, tok: Any, timeout: float = 600.0):
+        import queue
+
+        self.tok, self.timeout = tok, timeout
+        self.q: queue.Queue[str | None] = queue.Queue()
+        self.ids: list[int] = []
+        self.sent = 0
+        self.prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:  # generate() first passes the prompt
+            self.prompt_seen = True
+            return
+        self.ids.extend(int(t) for t in value.reshape(-1).tolist())
+        text = self.tok.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return
+        if len(text) > self.sent:
+            self.q.put(text[self.sent :])
+            self.sent = len(text)
+
+    def end(self) -> None:
+        text = self.tok.decode(self.ids, skip_special_tokens=True)
+        if len(text) > self.sent:
+            self.q.put(text[self.sent :])
+            self.sent = len(text)
+        self.q.put(None)
+
+    def __iter__(self) -> Iterator[str]:
+        while (item := self.q.get(timeout=self.timeout)) is not None:
+            yield item
+
+
 class TransformersEngine:
     name = "transformers"
 
@@ -111,7 +152,7 @@ class TransformersEngine:
         if self.model is None:
             raise EngineError("the transformers engine is not running (start it first)")
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import StoppingCriteria, StoppingCriteriaList
 
         ids = render_ids(self.tok, req.prompt_messages)
         room = self.max_model_len - len(ids)
@@ -124,7 +165,7 @@ class TransformersEngine:
             def __call__(self, input_ids: Any, scores: Any, **kw: Any) -> bool:
                 return req.request_id in aborted
 
-        streamer = TextIteratorStreamer(self.tok, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        streamer = _TokenStreamer(self.tok)
         kwargs: dict[str, Any] = {
             "input_ids": torch.tensor([ids], device=self.device),
             "attention_mask": torch.ones(1, len(ids), dtype=torch.long, device=self.device),

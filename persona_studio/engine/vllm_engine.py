@@ -12,6 +12,7 @@ turn; the old one ages out of vLLM's LRU cache (max_cpu_loras).
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import queue
 import threading
@@ -107,6 +108,9 @@ class VllmEngine:
             except Exception as exc:
                 self._stop_loop()
                 raise EngineError(f"vLLM failed to start with {o.model}: {first_line(exc)}") from None
+        # The TimeoutErrors above leave this frame alive in a traceback cycle; drop the future
+        # so it doesn't pin the engine after close() (AsyncLLM.__del__ would then run at exit).
+        del fut
         progress(f"vLLM ready in {time.monotonic() - t0:.0f} s", 1.0)
 
     def close(self) -> None:
@@ -126,6 +130,10 @@ class VllmEngine:
             except Exception:  # noqa: BLE001 - closing must not raise over the user's real error
                 pass
         self._stop_loop()
+        # AsyncLLM sits in reference cycles; collected at interpreter exit, its __del__ calls
+        # shutdown() again with module globals already gone and prints a traceback. Collect now.
+        llm = None
+        gc.collect()
 
     def _stop_loop(self) -> None:
         if self._loop is not None:
