@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -69,7 +70,7 @@ class SamplingDialog(ModalScreen[dict | None]):
             try:
                 out[name] = kind(raw)
             except ValueError:
-                self.query_one("#sampling-error", Static).update(f"[b red]{name}: not a number: {raw!r}[/]")
+                self.query_one("#sampling-error", Static).update(f"[b red]{name}: not a number: {escape(repr(raw))}[/]")
                 return
         self.dismiss(out)
 
@@ -237,7 +238,7 @@ class ConversationScreen(StageScreen):
         view = MessageView(None, head="error — the conversation so far is kept", body=text, classes="error")
         self.query_one("#conv-log", VerticalScroll).mount(view)
         view.scroll_visible()
-        self.info(f"[b red]{text}[/]")
+        self.info(f"[b red]{escape(text)}[/]")
 
     # -- transcript ------------------------------------------------------------------------
     async def reload(self) -> None:

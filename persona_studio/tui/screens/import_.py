@@ -6,6 +6,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -129,7 +130,7 @@ class ImportScreen(StageScreen):
         speakers.clear_options()
         self.scanned = msg.info
         if msg.error:
-            fmt_box.update(f"[b red]{msg.error}[/]")
+            fmt_box.update(f"[b red]{escape(msg.error)}[/]")
             self.query_one("#import-run", Button).disabled = True
             return
         totals: dict[str, int] = {}
@@ -195,7 +196,7 @@ class ImportScreen(StageScreen):
         self.query_one("#import-run", Button).disabled = False
         box = self.query_one("#import-summary", Static)
         if msg.error:
-            box.update(f"[b red]{msg.error}[/]")
+            box.update(f"[b red]{escape(msg.error)}[/]")
             return
         assert msg.summary is not None
         imp, ds = msg.summary["import"], msg.summary["dataset"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -35,7 +36,7 @@ class EditSample(ModalScreen[list | None]):
         try:
             turns = review.text_to_turns(self.query_one(TextArea).text)
         except UserError as exc:
-            self.query_one("#edit-error", Static).update(f"[b red]{exc}[/]")
+            self.query_one("#edit-error", Static).update(f"[b red]{escape(str(exc))}[/]")
             return
         self.dismiss(turns)
 

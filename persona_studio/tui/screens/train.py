@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -144,7 +145,7 @@ class TrainScreen(StageScreen):
             parts += [f"{last.get('tokens_per_s', 0):.0f} tok/s", f"ETA {_fmt_s(last.get('eta'))}"]
         parts.append(msg.memory)
         if job.error:
-            parts.append(f"[b red]error: {job.error}[/]")
+            parts.append(f"[b red]error: {escape(job.error)}[/]")
         self.query_one("#train-stats", Static).update(" · ".join(parts))
         self.query_one("#train-log", Static).update("\n".join(msg.log) or "(log is empty)")
 
@@ -216,5 +217,5 @@ class TrainScreen(StageScreen):
     def _done(self, msg: Done) -> None:
         self.notify(msg.text, severity="error" if msg.error else "information", timeout=8)
         if msg.error:
-            self.query_one("#train-stats", Static).update(f"[b red]{msg.text}[/]")
+            self.query_one("#train-stats", Static).update(f"[b red]{escape(msg.text)}[/]")
         self.poll()
