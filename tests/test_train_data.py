@@ -264,3 +264,18 @@ def test_job_control_imports_neither_torch_nor_textual() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_loss_on_trained_positions_only_equals_the_full_loss(tiny_model: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    convs = [chat(PROMPT, REPLY), chat("Tea?", "Yes."), [*chat("Hi", "Hello"), *chat("Bye", "See you soon!")]]
+    batch = data.collate([data.tokenize(tok, c, 128) for c in convs], tok.pad_token_id)
+    with torch.no_grad():
+        loss_sum, n = loop.forward_loss(model, batch)
+        full = model(**batch).loss
+    assert n == int((batch["labels"][:, 1:] != data.IGNORE).sum())
+    assert float(loss_sum) / n == pytest.approx(float(full), rel=1e-5)

@@ -179,6 +179,18 @@ def read_metrics(job_dir: str | Path, since_line: int = 0) -> list[dict[str, Any
     return out
 
 
+def last_metrics(job_dir: str | Path) -> dict[str, Any] | None:
+    """The newest complete metrics line, read from the end of the file (cheap for long runs)."""
+    try:
+        with open(Path(job_dir) / "metrics.jsonl", "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 8192))
+            lines = fh.read().decode("utf-8", "replace").split("\n")[:-1]
+        return json.loads(lines[-1]) if lines else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def tail_log(job_dir: str | Path, n: int = 50) -> list[str]:
     path = Path(job_dir) / "train.log"
     try:
@@ -265,10 +277,11 @@ def start_job(ws: Workspace, persona_id: str, resume: bool = False) -> JobInfo:
     if active:
         raise UserError(f"persona {persona_id!r}: job {active[-1].job_id} is already {active[-1].state}")
     if resume:
-        stopped = [j for j in mine if j.state in ("failed", "cancelled")]
-        if not stopped:
-            raise UserError(f"persona {persona_id!r}: no failed or cancelled job to resume (see `persona-studio jobs`)")
-        job_dir = Path(stopped[-1].job_dir)
+        # Only the latest job: resuming an older one would publish an adapter older than the current.
+        if not mine or mine[-1].state not in ("failed", "cancelled"):
+            last = f" (its latest job {mine[-1].job_id} is {mine[-1].state})" if mine else ""
+            raise UserError(f"persona {persona_id!r}: no failed or cancelled job to resume{last}")
+        job_dir = Path(mine[-1].job_dir)
         spec_mod.load(job_dir / "spec.json")  # refuse a damaged job before starting it
     else:
         job_dir = create_job(ws, persona_id)
@@ -278,7 +291,7 @@ def start_job(ws: Workspace, persona_id: str, resume: bool = False) -> JobInfo:
 
 def launch(job_dir: Path) -> int:
     """Start the worker detached: its own session, no terminal, output to train.log."""
-    write_status(job_dir, state="queued", pid=None, error=None, queued_at=now_iso())
+    write_status(job_dir, state="queued", pid=None, error=None, queued_at=now_iso(), started_at=None, finished_at=None)
     env = dict(os.environ)
     # The worker must import this very package, installed or not.
     pkg_root = str(Path(__file__).resolve().parents[2])

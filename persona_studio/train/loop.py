@@ -199,6 +199,8 @@ def train(
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=0.0)
+    # fp16 (pre-Ampere GPUs) needs loss scaling or small gradients flush to zero; bf16/fp32 do not.
+    scaler = torch.amp.GradScaler("cuda", enabled=spec.dtype == "float16" and spec.device == "cuda")
     scheduler = _make_scheduler(optimizer, spec, total_steps)
     step, elapsed_before = 0, 0.0
     ckpt = latest_checkpoint(job_dir)
@@ -235,9 +237,8 @@ def train(
         with torch.no_grad():
             for i in range(0, len(eval_ex), t.per_device_train_batch_size):
                 b = data_mod.collate(eval_ex[i : i + t.per_device_train_batch_size], pad_id)
-                b = {k: v.to(device) for k, v in b.items()}
-                n = int((b["labels"][:, 1:] != data_mod.IGNORE).sum())
-                total += float(model(**b).loss) * n
+                loss_sum, n = forward_loss(model, {k: v.to(device) for k, v in b.items()})
+                total += float(loss_sum)
                 count += n
         model.train()
         return total / max(count, 1)
@@ -256,21 +257,22 @@ def train(
     win_loss, win_tokens, win_seen, win_start = 0.0, 0, 0, time.monotonic()
     while step < total_steps:
         batches = [micro_batch(step * t.gradient_accumulation_steps + k) for k in range(t.gradient_accumulation_steps)]
-        n_step = sum(int((b["labels"][:, 1:] != data_mod.IGNORE).sum()) for b in batches)
+        n_step = sum(int((b["labels"][:, 1:] != data_mod.IGNORE).sum()) for b in batches)  # tokens trained this step
         for k, b in enumerate(batches):
             # DDP: only the last micro-batch all-reduces gradients.
             sync = world == 1 or k == len(batches) - 1
             ctx = net.no_sync() if not sync else contextlib.nullcontext()
             with ctx:
-                n = int((b["labels"][:, 1:] != data_mod.IGNORE).sum())
-                loss = net(**b).loss
-                (loss * (n / max(n_step, 1))).backward()
-            win_loss += float(loss.detach()) * n
+                loss_sum, n = forward_loss(net, b)
+                scaler.scale(loss_sum / max(n_step, 1)).backward()
+            win_loss += float(loss_sum.detach())
             win_tokens += n
             win_seen += int(b["attention_mask"].sum())
+        scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         lr = scheduler.get_last_lr()[0]
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
@@ -307,6 +309,25 @@ def train(
         shutil.rmtree(out, ignore_errors=True)
         model.save_pretrained(out, safe_serialization=True, save_embedding_layers=False)
     return "done"
+
+
+def forward_loss(net: Any, batch: dict[str, Any]) -> tuple[Any, int]:
+    """(summed cross-entropy over trained tokens, their count).
+
+    Only the positions whose next token is trained go through the LM head (`logits_to_keep` with
+    indices): with assistant-only labels that skips most of the batch, and for 150k-token
+    vocabularies the full-sequence logits are the largest tensor of the whole step.
+    """
+    import torch.nn.functional as F
+
+    target = batch["labels"][:, 1:]
+    keep = (target != data_mod.IGNORE).any(0).nonzero().squeeze(-1)
+    out = net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
+    logits = out.logits.float()
+    tgt = target[:, keep]
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=data_mod.IGNORE,
+                           reduction="sum")
+    return loss, int((tgt != data_mod.IGNORE).sum())
 
 
 def _agree(flag: bool, world: int) -> bool:

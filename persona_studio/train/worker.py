@@ -37,12 +37,14 @@ class Worker:
         self.job_dir = job_dir
         self.stop = threading.Event()
         self.lock = threading.Lock()  # status writes come from the main and the heartbeat thread
-        self.progress: dict[str, int] = {}
         self.finished = False
 
     def status(self, **changes: object) -> None:
+        # Progress comes from the metrics file, which every mode (one process or one per GPU) writes.
+        last = jobs.last_metrics(self.job_dir)
+        progress = {"step": last["step"], "total_steps": last["total_steps"]} if last else {}
         with self.lock:
-            jobs.write_status(self.job_dir, **changes, **self.progress)
+            jobs.write_status(self.job_dir, **progress, **changes)
 
     def on_signal(self, signum: int, _frame: object) -> None:
         print(f"worker: got signal {signum}; stopping at the next step", flush=True)
@@ -115,10 +117,7 @@ class Worker:
             return self.train_multi_gpu(spec)
         from persona_studio.train import loop
 
-        def progress(line: dict) -> None:
-            self.progress = {"step": line["step"], "total_steps": line["total_steps"]}
-
-        return loop.train(spec, self.job_dir, stop=self.stop.is_set, progress=progress)
+        return loop.train(spec, self.job_dir, stop=self.stop.is_set)
 
     def train_multi_gpu(self, spec: spec_mod.TrainSpec) -> str:
         cmd = [
