@@ -199,3 +199,25 @@ def test_engine_that_fails_to_start_is_one_line(party_ws, tiny_model):
     assert "\n" not in str(info.value)
     with pytest.raises(EngineError, match="not running"):
         list(bad.generate(GenRequest([{"role": "user", "content": "hi"}], "x", None)))
+
+
+def test_cli_party_on_vllm_prints_clean_json_on_stdout(party_ws):
+    """The real command in its own process: vLLM's logging must not leak into --json stdout."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    env.pop("VLLM_LOGGING_STREAM", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "persona_studio", "party", "alice", "bob", "-w", str(party_ws.root),
+         "--turns", "2", "--strategy", "list", "--json"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(proc.stdout)  # the whole of stdout is one JSON document
+    said = {"alice/v0001": SENT_A, "alice/v0002": SENT_A2, "bob/v0001": SENT_B}
+    assert [t["speaker"] for t in data["turns"]] == ["alice", "bob"]
+    for t in data["turns"]:
+        assert t["text"] == said[t["adapter"]]

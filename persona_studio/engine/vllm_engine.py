@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
+import os
 import queue
 import threading
 import time
@@ -69,6 +70,11 @@ class VllmEngine:
         progress(f"loading tokenizer of {o.model}", 0.02)
         self.tok = load_tokenizer(o.model, o.trust_remote_code)
         progress("starting vLLM", 0.05)
+        # vLLM logs INFO lines to stdout by default, which would corrupt `--json` output and a
+        # TUI's screen; send them to stderr and keep only warnings unless the user says otherwise.
+        # (Must be set before vllm is first imported; its engine processes inherit it.)
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         try:
             from vllm import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
