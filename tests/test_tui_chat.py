@@ -136,3 +136,32 @@ async def test_engine_start_failure_is_shown_and_app_stays_usable(tmp_path: Path
         assert "no-such-model" in err.text
         await pilot.press("escape", "2")  # still responsive
         await wait_until(pilot, lambda: app.current_mode == "review")
+
+
+@pytest.mark.slow
+async def test_chat_shows_retrieved_lore_and_stops_on_request(chat_ws: Path) -> None:
+    cfg = json.loads((chat_ws / "settings.jsonc").read_text())
+    cfg["rag_args"] = {"enable": True, "max_distance": 0.8}
+    cfg["infer_args"]["max_new_tokens"] = 400
+    (chat_ws / "settings.jsonc").write_text(json.dumps(cfg))
+    lore = chat_ws / "personas" / "alice" / "lore"
+    lore.mkdir()
+    (lore / "garden.md").write_text("# Garden\n\nAlice's garden has red roses and an old oak tree.\n")
+    app = create_app(chat_ws)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        await pilot.press("i", *"tell me about your garden roses", "enter")
+        await wait_until(pilot, lambda: app.screen.busy, timeout=180)
+        await wait_until(pilot, lambda: app.screen.streaming is not None and app.screen.streaming.text, timeout=120)
+        await pilot.press("ctrl+x")  # stop: the reply ends early and is kept
+        await idle(pilot, app, 3, timeout=60)
+        stopped = app.screen.ui_tree.path(app.screen.chat_id)[-1]
+        assert stopped.role == "assistant"
+        assert "lore 1" in heads(app)[-1]
+        await pilot.press("escape", "l")
+        assert "red roses" in str(app.screen.query_one("#conv-lore").render())
+        # the same greedy reply, not stopped, is longer: the stop really cut generation short
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: "swipe 2/2" in " ".join(heads(app)) and not app.screen.busy, timeout=180)
+        full = app.screen.ui_tree.path(app.screen.chat_id)[-1]
+        assert full.id != stopped.id and len(full.content) > len(stopped.content)

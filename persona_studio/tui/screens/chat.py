@@ -92,4 +92,4 @@ class ChatScreen(ConversationScreen):
             self.turn_started(persona, name)
             conv.reply(persona, on_delta=self.on_delta)
 
-        self.generate(job)
+        self.start_generation(job)

@@ -82,7 +82,7 @@ class ConversationScreen(StageScreen):
     KIND = "chat"
     BINDINGS = [
         Binding("i", "type", "Type"),
-        Binding("ctrl+x", "stop", "Stop"),
+        Binding("ctrl+x", "stop", "Stop", priority=True),  # before the Input's own ctrl+x (cut)
         Binding("ctrl+r", "regenerate", "Regenerate"),
         Binding("ctrl+t", "sampling", "Sampling"),
         Binding("left_square_bracket", "swipe(-1)", "◀ swipe", show=False),
@@ -91,6 +91,7 @@ class ConversationScreen(StageScreen):
         Binding("d", "delete", "Delete", show=False),
         Binding("b", "rewind", "Rewind here", show=False),
         Binding("n", "new_chat", "New", show=False),
+        Binding("l", "lore", "Lore", show=False),
     ]
 
     class Delta(Message):
@@ -115,6 +116,7 @@ class ConversationScreen(StageScreen):
     def compose_body(self) -> ComposeResult:
         yield from self.compose_toolbar()
         yield VerticalScroll(id="conv-log")
+        yield Static("", id="conv-lore", markup=False)
         yield Static("", id="conv-info")
         yield Input(placeholder=self.input_placeholder(), id="conv-input")
 
@@ -134,6 +136,7 @@ class ConversationScreen(StageScreen):
         self.busy = False
         self.pending: Callable[[], None] | None = None
         self.app.engine_signal.subscribe(self, self._engine_ready)  # type: ignore[attr-defined]
+        self.query_one("#conv-lore").display = False
 
     def on_unmount(self) -> None:
         if self.conv is not None and self.busy:
@@ -189,6 +192,11 @@ class ConversationScreen(StageScreen):
         return self.conv
 
     # -- generation (thread) ---------------------------------------------------------------
+    def start_generation(self, job: Callable[[Any], None]) -> None:
+        # busy from the moment a job is queued, so timers and keys can't start a second one
+        self.busy = True
+        self.generate(job)
+
     @work(thread=True, exclusive=True, exit_on_error=False, group="generate")
     def generate(self, job: Callable[[Any], None]) -> None:
         try:
@@ -212,7 +220,6 @@ class ConversationScreen(StageScreen):
 
     @on(TurnStarted)
     async def _started(self, msg: TurnStarted) -> None:
-        self.busy = True
         view = MessageView(None, head=f"{msg.name} · writing…")
         self.streaming = view
         await self.query_one("#conv-log", VerticalScroll).mount(view)
@@ -293,7 +300,7 @@ class ConversationScreen(StageScreen):
             self.turn_started(m.speaker, name)
             conv.regenerate(m.id, on_delta=self.on_delta)
 
-        self.with_engine(lambda: self.generate(job))
+        self.with_engine(lambda: self.start_generation(job))
 
     async def action_swipe(self, step: int) -> None:
         m = self.focused_message()
@@ -342,3 +349,16 @@ class ConversationScreen(StageScreen):
                 self.info("sampling: " + ", ".join(f"{k} {v}" for k, v in self.sampling.items()))
 
         self.app.push_screen(SamplingDialog(self.sampling), done)
+
+    def action_lore(self) -> None:
+        """Show the lore snippets retrieved for the focused (or last) reply."""
+        box = self.query_one("#conv-lore", Static)
+        box.display = not box.display
+        msg = self.focused_message()
+        lore = (msg.meta.get("lore") if msg is not None else None) or []
+        lines = [f"[{s.get('source', '')} d={s.get('distance') or 0:.2f}] {s['text'][:200]}" for s in lore]
+        box.update("\n".join(lines) or "no lore was retrieved for this message")
+
+    async def action_new_chat(self) -> None:
+        self.chat_id = None
+        await self.reload()

@@ -10,11 +10,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label, OptionList, Select, SelectionList, Static
+from textual.widgets import Input, Label, OptionList, Select, SelectionList
 from textual.widgets.option_list import Option
 
 from persona_studio.tui.screens.conversation import ConversationScreen
-from persona_studio.tui.widgets.messages import MessageView
 
 STRATEGIES = [("natural", "natural"), ("list", "list"), ("pooled", "pooled"), ("manual", "manual")]
 
@@ -46,7 +45,6 @@ class PartyScreen(ConversationScreen):
         Binding("ctrl+n", "next_turn", "Next turn"),
         Binding("ctrl+a", "auto", "Auto"),
         Binding("ctrl+f", "force", "Force talk"),
-        Binding("l", "lore", "Lore", show=False),
     ]
 
     def compose_toolbar(self) -> ComposeResult:
@@ -54,7 +52,6 @@ class PartyScreen(ConversationScreen):
             yield SelectionList[str](id="party-members")
             with Vertical(id="party-opts"):
                 yield Select(STRATEGIES, value="natural", allow_blank=False, id="party-strategy")
-                yield Static("", id="party-lore", markup=False)
 
     def input_placeholder(self) -> str:
         return "say something to the table (enter) · ctrl+n next turn · ctrl+a auto"
@@ -67,7 +64,6 @@ class PartyScreen(ConversationScreen):
         for p in list_personas(self.workspace):
             members.add_option((f"{p.name} ({p.id})", p.id, True))
         self.query_one("#party-strategy", Select).value = self.workspace.settings.party.strategy
-        self.query_one("#party-lore").display = False
         self.auto_timer: Any = None
         self.rng = random.Random()
 
@@ -113,7 +109,7 @@ class PartyScreen(ConversationScreen):
                 self.turn_started(pid, names.get(pid, pid))
                 conv.reply(pid, on_delta=self.on_delta)
 
-        self.with_engine(lambda: self.generate(job))
+        self.with_engine(lambda: self.start_generation(job))
 
     @on(Input.Submitted, "#conv-input")
     def send(self, event: Input.Submitted) -> None:
@@ -169,12 +165,3 @@ class PartyScreen(ConversationScreen):
     def show_error(self, text: str) -> None:
         self.stop_auto("auto mode stopped by an error")
         super().show_error(text)
-
-    # -- lore ------------------------------------------------------------------------------------
-    def action_lore(self) -> None:
-        box = self.query_one("#party-lore", Static)
-        box.display = not box.display
-        w = self.focused
-        msg = w.msg if isinstance(w, MessageView) else self.focused_message()
-        lore = (msg.meta.get("lore") if msg is not None else None) or []
-        box.update("\n".join(f"[{s.get('source', '')}] {s['text'][:200]}" for s in lore) or "no lore used")
