@@ -18,6 +18,9 @@ async def test_number_keys_reach_every_stage(workspace) -> None:
             await pilot.press(key)
             await wait_until(pilot, lambda m=mode: app.current_mode == m)
             assert type(app.screen).__name__.lower().startswith(mode.rstrip("_"))
+        for key, mode in (("1", "import"), ("5", "party"), ("2", "review"), ("4", "chat"), ("3", "train")):
+            await pilot.press(key)  # no stage grabs the keyboard on arrival
+            await wait_until(pilot, lambda m=mode: app.current_mode == m)
 
 
 async def test_command_palette_switches_stage(workspace) -> None:

@@ -31,6 +31,17 @@ class StageScreen(Screen):
     def workspace(self):
         return self.app.workspace  # type: ignore[attr-defined]
 
+    def fill_personas(self, selector: str, ids: list[str] | None = None) -> None:
+        """Offer the workspace's personas in a Select, keeping the current choice if it still exists."""
+        from textual.widgets import Select
+
+        ids = self.workspace.persona_ids() if ids is None else ids
+        sel = self.query_one(selector, Select)
+        keep = sel.value if sel.value in ids else (ids[0] if ids else None)
+        sel.set_options([(p, p) for p in ids])
+        if keep is not None:
+            sel.value = keep
+
 
 def _lazy(module: str, cls: str) -> Callable[[], Screen]:
     # Screens are imported when first shown, so start-up pays only for the first stage.

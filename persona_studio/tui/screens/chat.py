@@ -23,11 +23,7 @@ class ChatScreen(ConversationScreen):
 
     def on_mount(self) -> None:
         super().on_mount()
-        ids = self.workspace.persona_ids()
-        sel = self.query_one("#chat-persona", Select)
-        sel.set_options([(p, p) for p in ids])
-        if ids:
-            sel.value = ids[0]
+        self.fill_personas("#chat-persona")
 
     def persona(self) -> str | None:
         v = self.query_one("#chat-persona", Select).value

@@ -65,12 +65,7 @@ class ExportScreen(StageScreen):
         self._load_personas()  # personas may have been added on another stage meanwhile
 
     def _load_personas(self) -> None:
-        ids = self.workspace.persona_ids()
-        sel = self.query_one("#export-persona", Select)
-        keep = sel.value if sel.value in ids else (ids[0] if ids else None)
-        sel.set_options([(p, p) for p in ids])
-        if keep is not None:
-            sel.value = keep
+        self.fill_personas("#export-persona")
 
     # -- choices -------------------------------------------------------------------------------
     def _choice(self) -> tuple[str, str]:

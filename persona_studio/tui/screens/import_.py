@@ -81,11 +81,7 @@ class ImportScreen(StageScreen):
                 yield Static("", id="import-summary")
 
     def on_mount(self) -> None:
-        ids = self.workspace.persona_ids()
-        sel = self.query_one("#import-persona", Select)
-        sel.set_options([(p, p) for p in ids])
-        if ids:
-            sel.value = ids[0]
+        self.fill_personas("#import-persona")
         self.scanned: list[dict[str, Any]] = []
 
     def paths(self) -> list[Path]:

@@ -88,11 +88,7 @@ class TrainScreen(StageScreen):
         yield Static("no job selected", id="train-stats")
 
     def on_mount(self) -> None:
-        ids = self.workspace.persona_ids()
-        sel = self.query_one("#train-persona", Select)
-        sel.set_options([(p, p) for p in ids])
-        if ids:
-            sel.value = ids[0]
+        self.fill_personas("#train-persona")
         self.query_one("#train-jobs", DataTable).add_columns("job", "state", "step")
         self.query_one("#train-log").display = False
         self.selected: str | None = None
