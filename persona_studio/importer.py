@@ -16,10 +16,13 @@ import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from persona_studio.clean.dedup import dumps
 from persona_studio.errors import UserError
+
+if TYPE_CHECKING:  # ingest itself is imported lazily, where a file is read
+    from persona_studio.ingest import Row
 
 Progress = Callable[[int, int | None], None]
 
@@ -130,7 +133,11 @@ def import_one(
     ).lastrowid
     assert import_id is not None
     feed = _Feed(import_id, me, progress, offset)
-    db.executemany(INSERT_MESSAGE, feed.rows(ingest.read(path, fmt=fmt, stats=stats)))
+    rows = ingest.read_rows(path, fmt=fmt, stats=stats)
+    if rows is not None:  # a format with a bulk reader: plain tuples, no Message objects
+        db.executemany(INSERT_MESSAGE, feed.bulk_rows(rows))
+    else:
+        db.executemany(INSERT_MESSAGE, feed.rows(ingest.read(path, fmt=stats.format, stats=stats)))
     feed.check(path)
     summary = {
         "path": str(path),
@@ -218,6 +225,32 @@ class _Feed:
                 dumps(meta) if meta else "{}",
             )
         self.stored = seq
+        if progress is not None:
+            progress(offset + seq, None)
+
+    def bulk_rows(self, rows: Iterable[Row]) -> Iterator[tuple[Any, ...]]:
+        """`rows` for a bulk reader's tuples (chat exports: no roles, meta already JSON). The same
+        rows and counts as `rows` would give for the equivalent Messages, with less work each."""
+        speakers, kinds = self.speakers, self.kinds
+        import_id, progress, offset = self.import_id, self.progress, self.offset
+        known = self._is_me
+        match = self._match
+        seq = me_messages = 0
+        for ts, chat, speaker, speaker_id, kind, text, meta in rows:
+            seq += 1
+            speakers[speaker] += 1
+            kinds[kind] += 1
+            is_me = known.get((speaker, speaker_id))
+            if is_me is None:
+                is_me = match(speaker, speaker_id)
+            if is_me:
+                me_messages += 1
+            if progress is not None and not seq & 0x3FFF:
+                progress(offset + seq, None)
+            yield (import_id, seq, ts, chat, speaker, speaker_id or speaker, 1 if is_me else 0, kind, text, meta)
+        self.stored = seq
+        self.me_messages = me_messages
+        self.needs_me = seq > 0
         if progress is not None:
             progress(offset + seq, None)
 

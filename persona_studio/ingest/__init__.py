@@ -22,8 +22,9 @@ from persona_studio.ingest import discord, generic, qq, telegram, wechat, whatsa
 from persona_studio.ingest.base import ImportError_, Message
 from persona_studio.ingest.common import ReadStats
 from persona_studio.ingest.encoding import sniff
+from persona_studio.ingest.wechat import Row
 
-__all__ = ["FORMATS", "ImportError_", "Message", "ReadStats", "detect", "read", "speakers"]
+__all__ = ["FORMATS", "ImportError_", "Message", "ReadStats", "Row", "detect", "read", "read_rows", "speakers"]
 
 FORMATS: tuple[str, ...] = (
     "wechat", "telegram", "whatsapp", "qq", "discord",
@@ -71,10 +72,8 @@ def _messages(path: Path, fmt: str, encoding: str, stats: ReadStats) -> Iterator
     return module.read(path, encoding, stats)
 
 
-def read(path: Path, fmt: str = "auto", stats: ReadStats | None = None) -> Iterator[Message]:
-    """Stream the messages of `path`. Checks (format, encoding, not empty/binary) happen
-    at call time; per-record problems are counted in `stats` while iterating."""
-    path = Path(path)
+def _resolve(path: Path, fmt: str, stats: ReadStats) -> tuple[str, str]:
+    """(format, encoding) of `path` after the whole-file checks; records both in `stats`."""
     if fmt != "auto" and fmt not in FORMATS:
         raise ImportError_(f"{path}: unknown format name {fmt!r} (choose from auto, {', '.join(FORMATS)})")
     encoding, head = sniff(path)
@@ -88,9 +87,29 @@ def read(path: Path, fmt: str = "auto", stats: ReadStats | None = None) -> Itera
         looks = f"it looks like {seen}" if seen else "its content matches no known format"
         article = "an" if fmt[0] in "aeiou" else "a"
         raise ImportError_(f"{path}: not {article} {fmt} file ({looks})")
-    stats = stats if stats is not None else ReadStats()
     stats.encoding, stats.format = encoding, fmt
+    return fmt, encoding
+
+
+def read(path: Path, fmt: str = "auto", stats: ReadStats | None = None) -> Iterator[Message]:
+    """Stream the messages of `path`. Checks (format, encoding, not empty/binary) happen
+    at call time; per-record problems are counted in `stats` while iterating."""
+    path = Path(path)
+    stats = stats if stats is not None else ReadStats()
+    fmt, encoding = _resolve(path, fmt, stats)
     return _messages(path, fmt, encoding, stats)
+
+
+def read_rows(path: Path, fmt: str = "auto", stats: ReadStats | None = None) -> Iterator[Row] | None:
+    """The bulk path for formats that have one (WeChat CSV, the one that runs to millions of
+    rows): the records of `read` as `Row` tuples, meta already JSON. None for other formats;
+    the caller then uses `read` (checks, and so errors, are the same either way)."""
+    path = Path(path)
+    stats = stats if stats is not None else ReadStats()
+    fmt, encoding = _resolve(path, fmt, stats)
+    if fmt == "wechat":
+        return wechat.read_rows(path, encoding, stats)
+    return None
 
 
 def speakers(path: Path, fmt: str = "auto") -> list[tuple[str, int]]:

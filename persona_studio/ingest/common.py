@@ -61,14 +61,16 @@ _DATETIME = re.compile(
 )
 
 
-_DAY_CACHE: dict[str, int] = {}
+# Exports write a few hundred distinct days and at most 86,400 distinct clock times, but a
+# million timestamps: caching both halves turns most parses into two dict lookups.
+_DAY_CACHE: dict[str, int] = {}  # "2024-10-04" -> POSIX seconds of that midnight (UTC wall time)
+_CLOCK_CACHE: dict[str, int] = {}  # "11:42:10" -> seconds since midnight
+_CACHE_MAX = 200_000  # bounds memory on pathological input; beyond it we just parse
 
 
-def _fast_wall_time(text: str) -> float | None:
-    """The common `DATE HH:MM[:SS]` shape with a date seen before: no regex, no datetime."""
-    date_part, _, time_part = text.partition(" ")
-    day = _DAY_CACHE.get(date_part)
-    if day is None or not time_part.replace(":", "").isdigit():
+def _clock_seconds(time_part: str) -> int | None:
+    """Seconds of `HH:MM[:SS]`; None for any other shape; ValueError when out of range."""
+    if not time_part.replace(":", "").isdigit():
         return None
     parts = time_part.split(":")
     if len(parts) == 2:
@@ -78,21 +80,32 @@ def _fast_wall_time(text: str) -> float | None:
     else:
         return None
     if h >= 24 or mi >= 60 or s >= 61:
-        raise ValueError(f"bad time {text[:40]!r}")
-    return float(day + h * 3600 + mi * 60 + s)
+        raise ValueError("time out of range")
+    secs = h * 3600 + mi * 60 + s
+    if len(_CLOCK_CACHE) < _CACHE_MAX:
+        _CLOCK_CACHE[time_part] = secs
+    return secs
 
 
 def parse_wall_time(text: str) -> float:
     """`2024/10/4 11:42`, `2024-10-04 11:42:10`, `2024-10-04`, or unix seconds/milliseconds."""
-    fast = _fast_wall_time(text)
-    if fast is not None:
-        return fast
+    # Fast path: the common `DATE HH:MM[:SS]` shape with a date seen before, no regex.
+    date_part, _, time_part = text.partition(" ")
+    day = _DAY_CACHE.get(date_part)
+    if day is not None:
+        secs = _CLOCK_CACHE.get(time_part)
+        if secs is None:
+            try:
+                secs = _clock_seconds(time_part)
+            except ValueError:
+                raise ValueError(f"bad time {text[:40]!r}") from None
+        if secs is not None:
+            return float(day + secs)
     m = _DATETIME.match(text)
     if m:
         y, mo, d, h, mi, s = m.groups()
         ts = wall_ts(int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(s or 0))
-        date_part = text.strip().partition(" ")[0]
-        if h is not None and len(_DAY_CACHE) < 100_000 and date_part == text.partition(" ")[0]:
+        if h is not None and len(_DAY_CACHE) < _CACHE_MAX and date_part == text.strip().partition(" ")[0]:
             _DAY_CACHE[date_part] = _day_start(int(y), int(mo), int(d))
         return ts
     text = text.strip()

@@ -8,6 +8,7 @@ line-splitting ourselves). is_sender=1 is the account owner, who becomes speaker
 from __future__ import annotations
 
 import csv
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,7 +51,25 @@ def sniff(head: str) -> bool:
     return len(cols & set(KNOWN)) >= 3 and ("msg" in cols or "type_name" in cols or "talker" in cols)
 
 
+# One record as the importer stores it: (ts, chat, speaker, speaker_id, kind, text, meta JSON).
+Row = tuple[float, str, str, str, str, str, str]
+
+
 def read(path: Path, encoding: str, stats: ReadStats) -> Iterator[Message]:
+    for ts, chat, speaker, speaker_id, kind, text, meta in _records(path, encoding, stats, json_meta=False):
+        yield Message(ts, speaker, text, kind, speaker_id, chat, meta=meta)
+
+
+def read_rows(path: Path, encoding: str, stats: ReadStats) -> Iterator[Row]:
+    """The records of `read` as plain tuples with `meta` already JSON (as `json.dumps(meta,
+    ensure_ascii=False)` writes it): the importer's bulk path, which skips a Message object
+    and a JSON encoding per row. Same records, same order, same stats and errors."""
+    return _records(path, encoding, stats, json_meta=True)
+
+
+def _records(path: Path, encoding: str, stats: ReadStats, json_meta: bool) -> Iterator[tuple]:
+    # Runs once per row of exports with millions of rows: everything the loop touches is a
+    # local, and the common shapes (known type, is_sender exactly "0"/"1") take the short path.
     if csv.field_size_limit() < _FIELD_LIMIT:
         csv.field_size_limit(min(_FIELD_LIMIT, sys.maxsize))
     with open_text(path, encoding) as f:
@@ -72,49 +91,62 @@ def read(path: Path, encoding: str, stats: ReadStats) -> Iterator[Message]:
         i_svr = col.get("MsgSvrID")
         i_fwd = col.get("is_forward")
         width = max(col.values()) + 1
-        end_line = 1
-        while True:
-            start = end_line + 1
-            try:
-                row = next(rows)
-            except StopIteration:
-                break
-            except csv.Error as exc:
-                raise ImportError_(f"{path}:{start}: bad CSV ({exc})") from None
-            end_line = rows.line_num
-            if not row:
-                continue
-            if len(row) < width:
-                stats.add_bad(where(path, start), f"{len(row)} fields, expected {len(header)}")
-                continue
-            try:
-                ts = parse_wall_time(row[i_time])
-            except ValueError:
-                stats.add_bad(where(path, start), f"bad CreateTime {row[i_time][:40]!r}")
-                continue
-            sender = row[i_sender].strip()
-            if sender not in ("0", "1"):
-                stats.add_bad(where(path, start), f"bad is_sender {sender[:20]!r}")
-                continue
-            meta: dict[str, object] = {"is_sender": int(sender)}
-            if i_svr is not None and row[i_svr]:
-                meta["MsgSvrID"] = row[i_svr]
-            if i_fwd is not None and row[i_fwd].strip() not in ("", "0"):
-                meta["is_forward"] = 1
-            type_name = row[i_type].strip()
-            kind = KINDS.get(type_name, "other")
-            if kind == "other":
-                meta["type_name"] = type_name
-            talker = row[i_talker]
-            text = row[i_msg]
-            if "\r" in text:  # quoted newlines keep the file's CRLF; messages use "\n"
-                text = text.replace("\r\n", "\n")
-            if sender == "1":
-                speaker, speaker_id = ME, "is_sender:1"
-            else:
-                speaker, speaker_id = talker, talker
-            stats.read += 1
-            yield Message(
-                ts=ts, speaker=speaker, text=text, kind=kind, speaker_id=speaker_id,
-                chat=row[i_room] if i_room is not None else "", meta=meta,
-            )
+        kinds_get = KINDS.get
+        add_bad = stats.add_bad
+        last = 1  # the line the previous record ended on: a record may span lines
+        try:
+            for row in rows:
+                start, last = last + 1, rows.line_num
+                if not row:
+                    continue
+                if len(row) < width:
+                    add_bad(where(path, start), f"{len(row)} fields, expected {len(header)}")
+                    continue
+                try:
+                    ts = parse_wall_time(row[i_time])
+                except ValueError:
+                    add_bad(where(path, start), f"bad CreateTime {row[i_time][:40]!r}")
+                    continue
+                sender = row[i_sender]
+                if sender != "0" and sender != "1":
+                    sender = sender.strip()
+                    if sender not in ("0", "1"):
+                        add_bad(where(path, start), f"bad is_sender {sender[:20]!r}")
+                        continue
+                svr = row[i_svr] if i_svr is not None else ""
+                forward = i_fwd is not None and row[i_fwd].strip() not in ("", "0")
+                type_name = row[i_type]
+                kind = kinds_get(type_name)
+                if kind is None:
+                    type_name = type_name.strip()
+                    kind = kinds_get(type_name, "other")
+                talker = row[i_talker]
+                text = row[i_msg]
+                if "\r" in text:  # quoted newlines keep the file's CRLF; messages use "\n"
+                    text = text.replace("\r\n", "\n")
+                if sender == "1":
+                    speaker, speaker_id = ME, "is_sender:1"
+                else:
+                    speaker, speaker_id = talker, talker
+                chat = row[i_room] if i_room is not None else ""
+                stats.read += 1
+                if json_meta and kind != "other" and not forward and (not svr or svr.isalnum()):
+                    # The usual row: its meta JSON written directly. Letters and digits are never
+                    # escaped by json.dumps(ensure_ascii=False), so this is the same text.
+                    if svr:
+                        meta: object = f'{{"is_sender": {sender}, "MsgSvrID": "{svr}"}}'
+                    else:
+                        meta = f'{{"is_sender": {sender}}}'
+                else:
+                    meta = {"is_sender": int(sender)}
+                    if svr:
+                        meta["MsgSvrID"] = svr
+                    if forward:
+                        meta["is_forward"] = 1
+                    if kind == "other":
+                        meta["type_name"] = type_name
+                    if json_meta:
+                        meta = json.dumps(meta, ensure_ascii=False)
+                yield ts, chat, speaker, speaker_id, kind, text, meta
+        except csv.Error as exc:
+            raise ImportError_(f"{path}:{last + 1}: bad CSV ({exc})") from None
