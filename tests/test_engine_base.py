@@ -1,0 +1,107 @@
+"""Engine-independent pieces: LoRA limits derived from the personas, rank rounding, adapter
+checks, stop strings split across stream deltas, backend choice from settings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from persona_studio import adapters
+from persona_studio.engine import lora_limits, make_engine
+from persona_studio.engine.base import EngineError, StopCutter, adapter_config, check_servable, round_rank
+from persona_studio.persona.card import Persona, save_persona
+from persona_studio.workspace import Workspace, atomic_write
+
+
+def _adapter(ws: Workspace, pid: str, r: int, **cfg: object) -> Path:
+    save_persona(ws, Persona(id=pid, name=pid.title()))
+    d = adapters.new_version_dir(ws, pid)
+    (d / "adapter_config.json").write_text(json.dumps({"r": r, "lora_alpha": 2 * r, **cfg}))
+    (d / "adapter_model.safetensors").write_bytes(b"")  # only the config is read here
+    adapters.set_current(ws, pid, d.name)
+    return d
+
+
+def _settings(ws: Workspace, **sections: dict) -> Workspace:
+    atomic_write(ws.settings_path, json.dumps(sections))
+    return Workspace.open(ws.root)
+
+
+def test_round_rank_to_vllm_ranks():
+    assert [round_rank(r) for r in (1, 2, 8, 9, 64, 300, 512)] == [1, 8, 8, 16, 64, 320, 512]
+    with pytest.raises(EngineError, match="above the largest rank vLLM serves"):
+        round_rank(600)
+
+
+def test_lora_limits_follow_the_current_adapters(workspace):
+    ws = workspace
+    assert (lora_limits(ws).max_lora_rank, lora_limits(ws).max_loras) == (8, 1)  # nobody trained yet
+    _adapter(ws, "alice", 8)
+    _adapter(ws, "bob", 12)  # rounds up to 16
+    _adapter(ws, "carol", 4)
+    save_persona(ws, Persona(id="dave", name="Dave"))  # no adapter: base model, not counted
+    lim = lora_limits(ws)
+    assert (lim.max_lora_rank, lim.max_loras, lim.max_cpu_loras) == (16, 3, 6)
+
+
+def test_lora_limits_settings_override_when_non_zero(workspace):
+    _adapter(workspace, "alice", 8)
+    ws = _settings(workspace, vllm_args={"max_lora_rank": 64, "max_loras": 4, "max_cpu_loras": 2})
+    lim = lora_limits(ws)
+    # max_cpu_loras below max_loras would be rejected by vLLM: it is raised to max_loras
+    assert (lim.max_lora_rank, lim.max_loras, lim.max_cpu_loras) == (64, 4, 4)
+
+
+def test_adapter_checks_are_one_line(workspace, tmp_path):
+    d = _adapter(workspace, "alice", 16, modules_to_save=["lm_head"])
+    with pytest.raises(EngineError, match=r"r: LoRA rank 16 is above the engine's max_lora_rank 8"):
+        check_servable(d, 8)
+    with pytest.raises(EngineError, match=r"modules_to_save: .*lm_head.* cannot be served"):
+        check_servable(d, 16)
+    with pytest.raises(EngineError, match="adapter directory is missing"):
+        adapter_config(tmp_path / "gone")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EngineError, match="adapter_config.json: missing"):
+        adapter_config(tmp_path / "empty")
+    (tmp_path / "empty" / "adapter_config.json").write_text("{not json")
+    with pytest.raises(EngineError, match="unreadable adapter config"):
+        adapter_config(tmp_path / "empty")
+
+
+@pytest.mark.parametrize(
+    ("deltas", "stops", "want"),
+    [
+        (["Hello", " there\nBo", "b: hi"], ["\nBob:"], "Hello there"),
+        (["abc"], [], "abc"),
+        (["no stop ", "here"], ["\nBob:"], "no stop here"),
+        (["\nBob:", " x"], ["\nBob:", "\nUser:"], ""),
+        (["x\nUs", "er", ": y", "\nBob: z"], ["\nBob:", "\nUser:"], "x"),
+    ],
+)
+def test_stop_cutter_across_deltas(deltas, stops, want):
+    c = StopCutter(stops)
+    out = "".join(c.feed(d) for d in deltas) + c.flush()
+    assert out == want
+
+
+def test_make_engine_picks_the_backend_without_importing_it(workspace, tiny_model):
+    ws = _settings(workspace, model={"name_or_path": str(tiny_model)}, engine={"backend": "transformers"})
+    assert make_engine(ws).name == "transformers"
+    ws = _settings(workspace, engine={"backend": "remote", "base_url": "http://127.0.0.1:9/v1"})
+    assert make_engine(ws).name == "remote"
+    ws = _settings(workspace, model={"name_or_path": str(tiny_model)}, engine={"backend": "vllm"})
+    assert make_engine(ws).name == "vllm"
+    # building engines (not starting them) keeps the heavy libraries out of the process
+    code = (
+        "import sys; from persona_studio.workspace import Workspace; from persona_studio.engine import make_engine;"
+        f"make_engine(Workspace.open({str(ws.root)!r}));"
+        "import persona_studio.chat.session, persona_studio.chat.tree, persona_studio.commands.chat;"
+        "print(sorted(m for m in ('torch','vllm','transformers','openai','textual') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    assert out.strip() == "[]"
