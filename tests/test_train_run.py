@@ -110,10 +110,9 @@ def test_qlora_job_on_cuda(tmp_path: Path, tiny_model: Path, capsys) -> None:
 
 
 def test_killed_job_resumes_from_its_checkpoint(tmp_path: Path, tiny_model: Path) -> None:
-    ws = make_ws(tmp_path / "ws", tiny_model, max_steps=40, save_steps=5, learning_rate=2e-3)
+    ws = make_ws(tmp_path / "ws", tiny_model, max_steps=40, save_steps=5, learning_rate=2e-3, eval_ratio=0.1)
     add_persona(ws, "alice")
-    add_samples(ws, "alice", [chat(PROMPT, REPLY), chat("Do you like tea?", "Yes, tea with cake."),
-                              chat("And Bob?", "Bob builds robots.")])
+    add_samples(ws, "alice", [chat(PROMPT, REPLY)] + [chat(f"Question {i}?", f"Answer {i}, with tea.") for i in range(9)])
     job = jobs.start_job(ws, "alice")
     job_dir = Path(job.job_dir)
     _until(lambda: jobs.job_status(job_dir)["checkpoint_step"] >= 10, 180, "a checkpoint at step 10")
@@ -135,6 +134,9 @@ def test_killed_job_resumes_from_its_checkpoint(tmp_path: Path, tiny_model: Path
     assert [m["step"] for m in after] == list(range(1, 41))  # no gap, no duplicate past the checkpoint
     assert after[:ckpt] == before[:ckpt]
     assert after[ckpt]["elapsed"] >= after[ckpt - 1]["elapsed"]
+    # One of the ten samples is held out; its loss is measured at every checkpoint step.
+    assert spec.load(job_dir / "spec.json").n_eval == 1
+    assert [m["step"] for m in after if m["eval_loss"] is not None] == [5, 10, 15, 20, 25, 30, 35, 40]
     assert any(f"resuming from checkpoint step-{ckpt:06d}" in line for line in jobs.tail_log(job_dir, 200))
 
     # Resuming is exact: the same spec trained without interruption gives the same loss curve.
