@@ -60,9 +60,14 @@ class _Turn:
         self.last_ts = ts
 
     def finish(self, sep: str) -> dict[str, Any]:
-        if self.role == "user" and len(self.speakers) > 1:
-            return {"role": "user", "content": sep.join(f"{s}: {t}" for s, t in self.lines)}
-        turn: dict[str, Any] = {"role": self.role, "content": sep.join(t for _, t in self.lines)}
+        lines = self.lines
+        if len(lines) == 1:  # most turns are one message: no join
+            content = lines[0][1]
+        elif self.role == "user" and len(self.speakers) > 1:
+            return {"role": "user", "content": sep.join([f"{s}: {t}" for s, t in lines])}
+        else:
+            content = sep.join([t for _, t in lines])
+        turn: dict[str, Any] = {"role": self.role, "content": content}
         if self.role == "user" and self.speakers[0]:
             turn["name"] = self.speakers[0]
         return turn
@@ -91,6 +96,9 @@ class Sessionizer:
         self.done: list[tuple[Hashable, int, list[Turns]]] = []
         self.counts: Counter[str] = Counter()
         self._serial = 0
+        # Read once per message in `add`: plain attributes, not a lookup through `rules`.
+        self._qa_s = rules.qa_s
+        self._combine_s = rules.combine_s
 
     def _conv(self, key: Hashable, ts: float | None) -> _Conv:
         conv = self.open.get(key)
@@ -113,7 +121,7 @@ class Sessionizer:
     def add(self, key: Hashable, ts: float | None, speaker: str, is_me: bool, text: str) -> int:
         # Hot path (once per message): the common case, an open conversation, is inlined.
         conv = self.open.get(key)
-        if conv is None or (ts is not None and conv.last_ts is not None and ts - conv.last_ts > self.rules.qa_s):
+        if conv is None or (ts is not None and conv.last_ts is not None and ts - conv.last_ts > self._qa_s):
             conv = self._conv(key, ts)
         role = "assistant" if is_me else "user"
         turns = conv.turns
@@ -121,7 +129,7 @@ class Sessionizer:
             last = turns[-1]
             if last.role == role:
                 gap = 0.0 if ts is None or last.last_ts is None else ts - last.last_ts
-                if gap <= self.rules.combine_s:
+                if gap <= self._combine_s:
                     last.lines.append((speaker, text))
                     if speaker not in last.speakers:
                         last.speakers.append(speaker)
@@ -154,9 +162,13 @@ class Sessionizer:
     def _samples(self, turns: Turns) -> list[Turns]:
         r = self.rules
         # Fast path (most conversations): a short exchange, every turn in bounds, ending on a reply.
-        if (len(turns) <= r.max_turns and turns[-1]["role"] == "assistant"
-                and all(r.min_chars <= len(t["content"]) <= r.max_chars for t in turns)):
-            return [turns]
+        if len(turns) <= r.max_turns and turns[-1]["role"] == "assistant":
+            lo, hi = r.min_chars, r.max_chars
+            for t in turns:  # a plain loop: all() over a generator costs more for 2-3 turns
+                if not lo <= len(t["content"]) <= hi:
+                    break
+            else:
+                return [turns]
         out: list[Turns] = []
         seg: Turns = []
         for t in turns:
