@@ -112,3 +112,54 @@ def test_broken_adapter_copy_is_one_line(hf_ws, engine, adapter_cache, tiny_mode
     req = GenRequest([{"role": "user", "content": "hi"}], "bob", broken, Sampling(temperature=0))
     with pytest.raises(EngineError, match="no adapter_model"):
         list(engine.generate(req))
+
+
+def test_regenerate_adds_a_swipe_with_the_adapter_used(hf_ws, engine):
+    store = hf_ws.store()
+    try:
+        tree = ChatTree(store)
+        c = Conversation.create(hf_ws, engine, tree, ["bob"], kind="chat")
+        c.say("hi")
+        first = c.reply("bob")
+        again = c.regenerate(first.message.id)
+        assert again.message.parent_id == first.message.parent_id
+        assert [m.content for m in tree.swipes(first.message.id)] == [SENT_B, SENT_B]
+        assert again.adapter == "bob/v0001" and c.history()[-1].id == again.message.id
+        with pytest.raises(Exception, match="only a persona's reply"):
+            c.regenerate(c.history()[0].id)
+    finally:
+        store.close()
+
+
+def test_long_history_is_trimmed_to_fit_the_context(hf_ws, engine):
+    store = hf_ws.store()
+    try:
+        c = Conversation.create(hf_ws, engine, ChatTree(store), ["alice", "bob"], kind="party")
+        for i in range(40):  # far beyond max_model_len 512 together
+            c.say(f"Line {i}: the tea is ready, would you like some cake with it?")
+        r = c.reply("alice")
+        # the tiny model was trained on a short prompt: near the context limit it still starts
+        # with its sentence but may not stop cleanly, so only the start is checked
+        assert r.text.startswith("Alice likes books") and r.adapter == "alice/v0001"
+        assert len(c.history()) == 41  # trimming shortens the prompt, never the stored chat
+    finally:
+        store.close()
+
+
+def test_abort_from_another_thread_keeps_the_partial_reply_marked(hf_ws, engine):
+    store = hf_ws.store()
+    try:
+        c = Conversation.create(hf_ws, engine, ChatTree(store), ["carol", "alice"], kind="party")
+        c.sampling = Sampling(temperature=0, max_new_tokens=200, repetition_penalty=1.0)
+        seen: list[str] = []
+
+        def on_delta(_pid: str, d: str) -> None:
+            seen.append(d)
+            if len(seen) == 3:
+                c.abort()
+
+        r = c.reply("carol", on_delta=on_delta)
+        assert r.message.meta.get("stopped") is True
+        assert 3 <= len(seen) < 150 and r.message.role == "assistant"
+    finally:
+        store.close()

@@ -120,3 +120,10 @@ def test_stop_strings_and_post_hoc_cut_at_other_speakers():
     assert prompt.clean_reply("Sure thing.\n  User: and then", "Alice", names) == "Sure thing."
     assert prompt.clean_reply("Bob: pretending to be Bob", "Alice", names) == ""
     assert prompt.clean_reply("Bobcats are wild: yes", "Alice", names) == "Bobcats are wild: yes"
+
+
+def test_one_on_one_user_lines_are_bare():
+    hist = [H("user", USER, "Hi"), H("assistant", "alice", "Hello"), H("user", USER, "How are you?")]
+    msgs = prompt.build_messages(P("alice", "Alice"), hist, {"alice": "Alice", USER: "User"})
+    assert [m["content"] for m in msgs[1:]] == ["Hi", "Hello", "How are you?"]
+    assert "group conversation" not in msgs[0]["content"]

@@ -99,7 +99,9 @@ def build_messages(
             msgs.append({"role": "assistant", "content": h.content})
             continue
         who = user_name if h.speaker == USER else names.get(h.speaker, h.speaker)
-        line = f"{who}: {h.content}"
+        # One-on-one, the user's lines go in bare, as in the chat logs the adapter learned
+        # from; in a group, names tell the persona who said what.
+        line = f"{who}: {h.content}" if others else h.content
         if msgs[-1]["role"] == "user":
             msgs[-1]["content"] += "\n" + line
         else:

@@ -97,7 +97,9 @@ class Conversation:
         self.lore = lore or LoreLookup(ws)
         self.names = {pid: p.name for pid, p in self.personas.items()} | {party.USER: user_name}
         self._current: str | None = None
+        self._aborted = False
         self._queue: list[str] = []
+        self._counts: dict[str, int] = {}
 
     @classmethod
     def create(
@@ -149,7 +151,7 @@ class Conversation:
             sampling=self.sampling,
             stop=prompt.stop_strings(persona_id, names, self.user_name),
         )
-        self._current = req.request_id
+        self._current, self._aborted = req.request_id, False
         t0 = time.monotonic()
         ttft = 0.0
         parts: list[str] = []
@@ -174,6 +176,8 @@ class Conversation:
             meta["lore_error"] = lore_error
         if raw != text:
             meta["raw"] = raw
+        if self._aborted:
+            meta["stopped"] = True  # the user stopped it: what was said so far is kept
         if swipe_of is not None:
             msg = self.tree.add_swipe(swipe_of, text, adapter=label, n_tokens=n_tok, meta=meta)
         else:
@@ -188,8 +192,18 @@ class Conversation:
         return self.reply(m.speaker, on_delta=on_delta, swipe_of=msg_id)
 
     def abort(self) -> None:
+        """Stop the reply being generated (from any thread); reply() returns what it has."""
         if self._current is not None:
+            self._aborted = True
             self.engine.abort(self._current)
+
+    def count(self, text: str) -> int:
+        # Cached: the prompt is re-measured every turn, and a remote engine counts over HTTP.
+        if text not in self._counts:
+            if len(self._counts) > 4096:
+                self._counts.clear()
+            self._counts[text] = self.engine.count_tokens(text)
+        return self._counts[text]
 
     def _fit(self, persona: Any, history: list[Msg], names: dict[str, str], snippets: list[Any], scenario: str) -> list[dict]:
         """Drop the oldest lines until the prompt leaves room for a reply in max_model_len."""
@@ -200,7 +214,7 @@ class Conversation:
                 persona, kept, names, user_name=self.user_name, lore=snippets, scenario=scenario
             )
             # +8 a message: the chat template's role markers.
-            used = sum(self.engine.count_tokens(m["content"]) + 8 for m in msgs)
+            used = sum(self.count(m["content"]) + 8 for m in msgs)
             if used <= budget or not kept:
                 return msgs
             kept = kept[1:]
