@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +20,7 @@ from persona_studio.train import jobs, loop, spec
 from tests.train_helpers import PROMPT, REPLY, add_persona, add_samples, chat, make_ws
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _until(pred: Callable[[], object], timeout: float, what: str) -> object:
@@ -113,11 +116,17 @@ def test_killed_job_resumes_from_its_checkpoint(tmp_path: Path, tiny_model: Path
     ws = make_ws(tmp_path / "ws", tiny_model, max_steps=40, save_steps=5, learning_rate=2e-3, eval_ratio=0.1)
     add_persona(ws, "alice")
     add_samples(ws, "alice", [chat(PROMPT, REPLY)] + [chat(f"Question {i}?", f"Answer {i}, with tea.") for i in range(9)])
-    job = jobs.start_job(ws, "alice")
+    # Started by a CLI process that exits at once: the worker lives on in its own session.
+    out = subprocess.run([sys.executable, "-m", "persona_studio", "train", "--persona", "alice", "--json",
+                          "--workspace", str(ws.root)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr
+    job = jobs.get_job(ws, json.loads(out.stdout)["job_id"])
     job_dir = Path(job.job_dir)
     _until(lambda: jobs.job_status(job_dir)["checkpoint_step"] >= 10, 180, "a checkpoint at step 10")
     status = jobs.job_status(job_dir)
     assert status["state"] == "running"
+    assert os.getsid(status["pid"]) == status["pid"] != os.getsid(0)
     os.kill(status["pid"], signal.SIGKILL)
     _until(lambda: jobs.job_status(job_dir)["state"] == "failed", 10, "the killed job to read as failed")
     ckpt = jobs.job_status(job_dir)["checkpoint_step"]
