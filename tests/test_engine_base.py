@@ -105,3 +105,24 @@ def test_make_engine_picks_the_backend_without_importing_it(workspace, tiny_mode
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1]).stdout
     assert out.strip() == "[]"
+
+
+def test_start_in_background_reports_progress_from_another_thread(workspace, tiny_model):
+    import threading
+
+    from persona_studio.engine import start_in_background
+
+    ws = _settings(workspace, model={"name_or_path": str(tiny_model)}, engine={"backend": "transformers"})
+    seen: list[tuple[str, float | None, str]] = []
+    fut = start_in_background(
+        make_engine(ws), lambda msg, frac: seen.append((msg, frac, threading.current_thread().name))
+    )
+    engine = fut.result(timeout=300)
+    try:
+        assert engine.model is not None
+        assert seen[-1][1] == 1.0 and all(t == "transformers-start" for _, _, t in seen)
+    finally:
+        engine.close()
+    ws = _settings(workspace, model={"name_or_path": str(workspace.root / "no-model")}, engine={"backend": "transformers"})
+    with pytest.raises(EngineError, match=r"no-model.*cannot load its tokenizer"):
+        start_in_background(make_engine(ws)).result(timeout=60)
