@@ -161,16 +161,17 @@ def test_jobs_queue_one_at_a_time_and_cancel_gracefully(tmp_path: Path, tiny_mod
     # 16-bit LoRA here (quantization "none"), so both paths train for real.
     ws = make_ws(tmp_path / "ws", tiny_model, quantization="none", max_steps=400, save_steps=1000,
                  gradient_checkpointing=False)
-    for pid, name in (("alice", "Alice"), ("bob", "Bob")):
+    for pid, name in (("alice", "Alice"), ("bob", "Bob"), ("carol", "Carol")):
         add_persona(ws, pid, name)
         add_samples(ws, pid, [chat(PROMPT, f"I am {name}.")])
     a = jobs.start_job(ws, "alice")
     _until(lambda: len(jobs.read_metrics(a.job_dir)) >= 3, 180, "alice's job to train")
     b = jobs.start_job(ws, "bob")
-    _until(lambda: jobs.job_status(b.job_dir).get("pid"), 60, "bob's worker to start")
-    time.sleep(3)
-    assert jobs.job_status(b.job_dir)["state"] == "queued"
-    assert jobs.job_status(a.job_dir)["state"] == "running"
+    c = jobs.start_job(ws, "carol")
+    for j in (b, c):
+        _until(lambda j=j: jobs.job_status(j.job_dir).get("pid"), 60, f"{j.persona_id}'s worker to start")
+    time.sleep(2)
+    assert [jobs.job_status(j.job_dir)["state"] for j in (a, b, c)] == ["running", "queued", "queued"]
     with pytest.raises(UserError, match="already running"):
         jobs.start_job(ws, "alice")
 
@@ -181,8 +182,14 @@ def test_jobs_queue_one_at_a_time_and_cancel_gracefully(tmp_path: Path, tiny_mod
     # The graceful stop saved a checkpoint at the last step it finished.
     assert stopped.checkpoint_step == jobs.read_metrics(a.job_dir)[-1]["step"] > 3
 
+    # First queued, first served: bob trains, carol keeps waiting.
     _until(lambda: jobs.job_status(b.job_dir)["state"] == "running", 120, "bob's job to leave the queue")
     assert jobs.read_status(Path(b.job_dir))["started_at"] >= jobs.read_status(Path(a.job_dir))["finished_at"]
+    time.sleep(1)
+    assert jobs.job_status(c.job_dir)["state"] == "queued"
+    jobs.cancel_job(ws, c.job_id)  # a queued job stops without ever training
+    assert jobs.wait_job(ws, c.job_id, timeout=60).state == "cancelled"
+    assert not jobs.read_metrics(c.job_dir) and jobs.read_status(Path(c.job_dir)).get("started_at") is None
     jobs.cancel_job(ws, b.job_id)
     assert jobs.wait_job(ws, b.job_id, timeout=120).state == "cancelled"
     with pytest.raises(UserError, match="already cancelled"):
