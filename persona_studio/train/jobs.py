@@ -193,6 +193,8 @@ def last_metrics(job_dir: str | Path) -> dict[str, Any] | None:
 
 def tail_log(job_dir: str | Path, n: int = 50) -> list[str]:
     path = Path(job_dir) / "train.log"
+    if n <= 0:
+        return []
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)

@@ -299,7 +299,7 @@ def train(
             progress(line)
             print(f"loop: step {step}/{total_steps} loss {line['loss']:.4f} lr {lr:.2e}", flush=True)
             win_loss, win_tokens, win_seen, win_start = 0.0, 0, 0, time.monotonic()
-        if stopping:
+        if stopping and not last:  # a stop request during the final step changes nothing
             checkpoint()
             return "cancelled"
         if step % t.save_steps == 0 and not last:
