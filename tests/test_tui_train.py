@@ -39,13 +39,24 @@ async def test_train_screen_starts_job_and_plots_loss(tmp_path: Path, tiny_model
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("3")
         await wait_until(pilot, lambda: app.current_mode == "train")
+        screen = app.screen
+        await pilot.press("o")  # per-job settings, checked by the settings schema
+        await wait_until(pilot, lambda: app.screen is not screen)
+        app.screen.query_one("#t-lora_rank").value = "7"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert "must be one of 1, 8, 16" in str(app.screen.query_one("#train-settings-error").render())
+        app.screen.query_one("#t-lora_rank").value = "8"
+        app.screen.query_one("#t-max_steps").value = "5"
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: app.screen is screen)
         await pilot.press("s")
         stats = app.screen.query_one("#train-stats")
         await wait_until(pilot, lambda: ": done" in str(stats.render()) or "failed" in str(stats.render()),
                          timeout=240)
         text = str(stats.render())
         assert ": done" in text and "loss" in text and "tok/s" in text, text
-        assert app.screen.metrics and app.screen.metrics[-1]["step"] == 6
+        assert app.screen.metrics and app.screen.metrics[-1]["step"] == 5  # the override, not settings' 6
         assert app.screen.query_one(PlotextPlot).plt  # plot widget exists and was drawn
         await pilot.press("l")  # the log view
         await pilot.pause()

@@ -18,7 +18,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import Button, DataTable, ProgressBar, Select, Static
+from textual.screen import ModalScreen
+from textual.widgets import Button, DataTable, Input, Label, ProgressBar, Select, Static
 from textual_plotext import PlotextPlot
 
 from persona_studio.errors import UserError
@@ -54,6 +55,49 @@ def device_memory(pid: int | None) -> str:
     return "-"
 
 
+TRAIN_FIELDS = ("quantization", "lora_rank", "learning_rate", "num_train_epochs", "max_steps", "cutoff_len")
+
+
+class TrainSettings(ModalScreen[dict | None]):
+    """Overrides of train_sft_args for the next job, validated by the settings schema."""
+
+    BINDINGS = [Binding("ctrl+s", "save", "Save"), Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, values: dict[str, Any]):
+        super().__init__()
+        self.values = values
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="train-settings"):
+            yield Label("Training settings for the next job — ctrl+s save, esc cancel")
+            for name in TRAIN_FIELDS:
+                yield Label(name)
+                yield Input(str(self.values[name]), id=f"t-{name}")
+            yield Static("", id="train-settings-error")
+
+    def action_save(self) -> None:
+        import json
+
+        from persona_studio import settings
+
+        raw: dict[str, Any] = {}
+        for name in TRAIN_FIELDS:
+            text = self.query_one(f"#t-{name}", Input).value.strip()
+            try:
+                raw[name] = json.loads(text)
+            except ValueError:
+                raw[name] = text  # a bare word such as nf4
+        try:
+            parsed = settings.parse(json.dumps({"train_sft_args": raw}), "train settings")
+        except settings.SettingsError as exc:
+            self.query_one("#train-settings-error", Static).update(f"[b red]{escape(str(exc))}[/]")
+            return
+        self.dismiss({k: getattr(parsed.train_sft_args, k) for k in TRAIN_FIELDS})
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
 class TrainScreen(StageScreen):
     STAGE_TITLE = "Train"
     BINDINGS = [
@@ -61,6 +105,7 @@ class TrainScreen(StageScreen):
         Binding("R", "resume", "Resume"),
         Binding("c", "cancel", "Cancel job"),
         Binding("l", "toggle_log", "Log/plot"),
+        Binding("o", "options", "Settings"),
     ]
 
     class Polled(Message):
@@ -92,6 +137,7 @@ class TrainScreen(StageScreen):
         self.query_one("#train-jobs", DataTable).add_columns("job", "state", "step")
         self.query_one("#train-log").display = False
         self.selected: str | None = None
+        self.overrides: dict[str, Any] = {}
         self.metrics: list[dict[str, Any]] = []
         self.jobs: list[Any] = []
         self.poll()
@@ -188,6 +234,27 @@ class TrainScreen(StageScreen):
         if job is not None:
             self.control("cancel", job.job_id)
 
+    def action_options(self) -> None:
+        current = vars(self.workspace.settings.train_sft_args) | self.overrides
+
+        def done(values: dict | None) -> None:
+            if values is not None:
+                self.overrides = values
+                self.query_one("#train-stats", Static).update(
+                    "next job: " + ", ".join(f"{k} {v}" for k, v in values.items()))
+
+        self.app.push_screen(TrainSettings(current), done)
+
+    def job_workspace(self) -> Any:
+        """The workspace with this screen's overrides applied (the job saves the resolved spec)."""
+        import dataclasses
+
+        ws = self.workspace
+        if not self.overrides:
+            return ws
+        t = dataclasses.replace(ws.settings.train_sft_args, **self.overrides)
+        return dataclasses.replace(ws, settings=dataclasses.replace(ws.settings, train_sft_args=t))
+
     def action_toggle_log(self) -> None:
         log, plot = self.query_one("#train-log"), self.query_one("#train-plot")
         log.display, plot.display = not log.display, log.display
@@ -201,7 +268,7 @@ class TrainScreen(StageScreen):
                 job = jobs_mod.cancel_job(self.workspace, target)
                 text = f"cancelling {job.job_id} (it saves a checkpoint first)"
             else:
-                job = jobs_mod.start_job(self.workspace, target, resume=what == "resume")
+                job = jobs_mod.start_job(self.job_workspace(), target, resume=what == "resume")
                 self.selected = job.job_id
                 text = f"{'resumed' if what == 'resume' else 'started'} {job.job_id}"
         except UserError as exc:
