@@ -279,3 +279,43 @@ def test_loss_on_trained_positions_only_equals_the_full_loss(tiny_model: Path) -
         full = model(**batch).loss
     assert n == int((batch["labels"][:, 1:] != data.IGNORE).sum())
     assert float(loss_sum) / n == pytest.approx(float(full), rel=1e-5)
+
+
+# -- hardware -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("gpus", "capability", "want"),
+    [(0, None, ("cpu", 0, "float32")), (1, (7, 5), ("cuda", 1, "float16")), (1, (8, 0), ("cuda", 1, "bfloat16")),
+     (4, (9, 0), ("cuda", 4, "bfloat16"))],
+)
+def test_dtype_and_device_follow_the_hardware(monkeypatch: pytest.MonkeyPatch, gpus, capability, want) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda _i=0: capability)
+    assert spec.resolve_hardware("auto") == want
+    assert spec.resolve_hardware("float32")[2] == "float32"
+
+
+def test_several_gpus_train_under_accelerate_launch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from persona_studio.settings import TrainSftArgs
+    from persona_studio.train import worker
+
+    launched: list[list[str]] = []
+
+    class Proc:  # stands in for the accelerate launcher; the launch command is what is checked
+        returncode = 0
+
+        def __init__(self, cmd: list[str], **_kw: object) -> None:
+            launched.append(cmd)
+
+        def poll(self) -> int:
+            return 0
+
+    monkeypatch.setattr(worker.subprocess, "Popen", Proc)
+    s = spec.TrainSpec("j", "alice", str(tmp_path), "org/model", False, "cuda", 2, "bfloat16", TrainSftArgs())
+    assert worker.Worker(tmp_path).train(s) == "done"
+    (cmd,) = launched
+    assert cmd[1:3] == ["-m", "accelerate.commands.launch"] and "--multi_gpu" in cmd
+    assert cmd[cmd.index("--num_processes") + 1] == "2"
+    assert cmd[-4:] == ["--module", "persona_studio.train.worker", str(tmp_path), "--inner"]

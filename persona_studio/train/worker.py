@@ -121,7 +121,9 @@ class Worker:
 
     def train_multi_gpu(self, spec: spec_mod.TrainSpec) -> str:
         cmd = [
-            sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(spec.num_gpus),
+            sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(spec.num_gpus),
+            # dtype and precision are the spec's business, not accelerate's
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
             "--module", "persona_studio.train.worker", str(self.job_dir), "--inner",
         ]
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
