@@ -39,18 +39,24 @@ def build_model(out: Path, cuda: bool) -> Path:
     )
 
 
-def random_adapter(base: Path, out: Path, seed: int) -> Path:
+def random_adapters(base: Path, work: Path, n: int) -> list[Path]:
+    """n random rank-8 LoRAs (non-zero B: each one really changes the output), one base load."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
     cfg = LoraConfig(
         r=8, lora_alpha=16, init_lora_weights=False, task_type="CAUSAL_LM",
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     )
-    get_peft_model(model, cfg).save_pretrained(str(out))
+    out = []
+    for i in range(n):
+        torch.manual_seed(i)
+        peft_model = get_peft_model(model, cfg)
+        peft_model.save_pretrained(str(work / f"adapter{i}"))
+        model = peft_model.unload()  # back to the plain base for the next one
+        out.append(work / f"adapter{i}")
     return out
 
 
@@ -107,7 +113,7 @@ def run_backend(ws, n_turns: int) -> dict:
     finally:
         store.close()
         engine.close()
-    tokens = sum(r.n_tokens for r in results)
+    tokens = sum(r.gen_tokens for r in results)  # what the model generated, as each engine counts it
     gen_s = sum(r.elapsed_s for r in results)
     ttfts = [r.ttft_s for r in results]
     return {
@@ -139,7 +145,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     print(f"device: {'cuda ' + torch.cuda.get_device_name(0) if cuda else 'cpu'}; work dir {work}", file=sys.stderr)
     model = build_model(work / "model", cuda)
-    adapter_dirs = [random_adapter(model, work / f"adapter{i}", seed=i) for i in range(args.personas)]
+    adapter_dirs = random_adapters(model, work, args.personas)
     rows = []
     for backend in args.backends.split(","):
         ws = make_workspace(work / f"ws-{backend}", model, backend, adapter_dirs, cuda, args)

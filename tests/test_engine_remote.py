@@ -110,6 +110,7 @@ def test_remote_party_loads_adapters_at_run_time_and_hot_swaps(remote_ws, tiny_m
         r = conv.reply("alice")
         assert (r.adapter, r.text) == ("alice/v0002", SENT_A2)
         assert all(m.n_tokens for m in conv.history())
+        assert r.gen_tokens == r.n_tokens + 1  # usage reported by the server
     finally:
         store.close()
         engine.close()

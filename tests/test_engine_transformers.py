@@ -61,6 +61,7 @@ def test_party_turns_carry_each_personas_own_adapter(conv):
         ("alice", "alice/v0001", SENT_A), ("bob", "bob/v0001", SENT_B),
         ("alice", "alice/v0001", SENT_A), ("bob", "bob/v0001", SENT_B),
     ]
+    assert all(r.gen_tokens == r.n_tokens + 1 for r in results)  # same count as vLLM's
 
 
 def test_retrained_adapter_version_is_used_without_restart(hf_ws, engine, conv, tiny_model, adapter_cache):

@@ -120,6 +120,7 @@ def test_party_turns_carry_each_personas_own_adapter(conv_factory):
         assert r.text == want, r
         assert r.adapter == f"{r.persona_id}/v0001"
         assert r.n_tokens > 0 and r.ttft_s > 0
+        assert r.gen_tokens == r.n_tokens + 1  # the sentence and its end-of-turn token
     # streamed in pieces, and the pieces make up the stored text
     assert len(deltas) > len(results)
     stored = conv.history()

@@ -32,7 +32,8 @@ class TurnResult:
     adapter: str  # 'alice/v0002' or 'base'
     text: str
     lore: list[dict] = field(default_factory=list)
-    n_tokens: int = 0
+    n_tokens: int = 0  # tokens of the stored text
+    gen_tokens: int = 0  # tokens the model generated for it (stop strings and all)
     ttft_s: float = 0.0
     elapsed_s: float = 0.0
 
@@ -167,11 +168,13 @@ class Conversation:
         elapsed = time.monotonic() - t0
         raw = "".join(parts)
         text = prompt.clean_reply(raw, persona.name, names, self.user_name)
-        n_tok = self.engine.count_tokens(raw) if raw else 0
+        n_tok = self.count(text) if text else 0
         label = adapter_label(persona_id, adapter)
         lore = [{"text": s.text, "source": getattr(s, "source", ""), "distance": getattr(s, "distance", None)}
                 for s in snippets]
-        meta: dict[str, Any] = {"name": persona.name, "base_model": adapter is None, "lore": lore}
+        meta: dict[str, Any] = {
+            "name": persona.name, "base_model": adapter is None, "lore": lore, "gen_tokens": req.generated_tokens,
+        }
         if lore_error:
             meta["lore_error"] = lore_error
         if raw != text:
@@ -182,7 +185,7 @@ class Conversation:
             msg = self.tree.add_swipe(swipe_of, text, adapter=label, n_tokens=n_tok, meta=meta)
         else:
             msg = self.tree.add(self.chat_id, "assistant", persona_id, text, adapter=label, n_tokens=n_tok, meta=meta)
-        return TurnResult(msg, persona_id, persona.name, label, text, lore, n_tok, ttft, elapsed)
+        return TurnResult(msg, persona_id, persona.name, label, text, lore, n_tok, req.generated_tokens, ttft, elapsed)
 
     def regenerate(self, msg_id: int, *, on_delta: OnDelta | None = None) -> TurnResult:
         """A new swipe for a persona's reply; the old one stays as a sibling."""

@@ -52,6 +52,9 @@ class GenRequest:
     sampling: Sampling = field(default_factory=Sampling)
     stop: list[str] = field(default_factory=list)
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Filled in by the engine while it streams: tokens the model generated (the reply may be
+    # shorter after stop strings are cut). Read it once generate() is exhausted.
+    generated_tokens: int = 0
 
 
 class Engine(Protocol):

@@ -114,6 +114,10 @@ class TransformersEngine:
     def close(self) -> None:
         self.model = None
         self._loaded.clear()
+        if self.device == "cuda":  # give the memory back, e.g. to a vLLM engine started next
+            import torch
+
+            torch.cuda.empty_cache()
 
     def count_tokens(self, text: str) -> int:
         return len(self.tok(text, add_special_tokens=False)["input_ids"])
@@ -217,6 +221,7 @@ class TransformersEngine:
                 if delta:
                     yield delta
             worker.join()
+            req.generated_tokens = len(streamer.ids)
             if errors:
                 exc = errors[0]
                 if isinstance(exc, EngineError):

@@ -134,10 +134,13 @@ class RemoteEngine:
                 max_tokens=s.max_new_tokens,
                 stop=list(req.stop) or None,
                 seed=s.seed,
+                stream_options={"include_usage": True},
                 extra_body={"repetition_penalty": s.repetition_penalty},
             )
             self._streams[req.request_id] = stream
             for chunk in stream:
+                if chunk.usage is not None:  # the last chunk, with include_usage
+                    req.generated_tokens = chunk.usage.completion_tokens
                 if not chunk.choices:
                     continue
                 delta = cutter.feed(chunk.choices[0].delta.content or "")

@@ -200,6 +200,7 @@ class VllmEngine:
                 async for out in llm.generate(
                     {"prompt_token_ids": ids}, params, req.request_id, lora_request=lora
                 ):
+                    req.generated_tokens += len(out.outputs[0].token_ids)
                     q.put(out.outputs[0].text)
             except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread
                 q.put(exc)
