@@ -275,7 +275,7 @@ def test_loss_on_trained_positions_only_equals_the_full_loss(tiny_model: Path) -
     convs = [chat(PROMPT, REPLY), chat("Tea?", "Yes."), [*chat("Hi", "Hello"), *chat("Bye", "See you soon!")]]
     batch = data.collate([data.tokenize(tok, c, 128) for c in convs], tok.pad_token_id)
     with torch.no_grad():
-        loss_sum, n = loop.forward_loss(model, batch)
+        loss_sum, n = loop.forward_loss(model, loop.to_device(batch, "cpu"))
         full = model(**batch).loss
     assert n == int((batch["labels"][:, 1:] != data.IGNORE).sum())
     assert float(loss_sum) / n == pytest.approx(float(full), rel=1e-5)

@@ -226,8 +226,7 @@ def train(
             epoch_cache.clear()
             batches = data_mod.length_grouped_batches(lengths, t.per_device_train_batch_size, t.seed, epoch)
             epoch_cache[epoch] = batches[rank::world][:per_rank]
-        batch = data_mod.collate([train_ex[i] for i in epoch_cache[epoch][idx]], pad_id)
-        return {k: v.to(device) for k, v in batch.items()}
+        return to_device(data_mod.collate([train_ex[i] for i in epoch_cache[epoch][idx]], pad_id), device)
 
     def evaluate() -> float | None:
         if not eval_ex:
@@ -237,7 +236,7 @@ def train(
         with torch.no_grad():
             for i in range(0, len(eval_ex), t.per_device_train_batch_size):
                 b = data_mod.collate(eval_ex[i : i + t.per_device_train_batch_size], pad_id)
-                loss_sum, n = forward_loss(model, {k: v.to(device) for k, v in b.items()})
+                loss_sum, n = forward_loss(model, to_device(b, device))
                 total += float(loss_sum)
                 count += n
         model.train()
@@ -254,10 +253,10 @@ def train(
 
     model.train()
     start_step = step
-    win_loss, win_tokens, win_seen, win_start = 0.0, 0, 0, time.monotonic()
+    win_loss, win_tokens, win_seen, win_start = torch.zeros((), device=device), 0, 0, time.monotonic()
     while step < total_steps:
         batches = [micro_batch(step * t.gradient_accumulation_steps + k) for k in range(t.gradient_accumulation_steps)]
-        n_step = sum(int((b["labels"][:, 1:] != data_mod.IGNORE).sum()) for b in batches)  # tokens trained this step
+        n_step = sum(b["n_trained"] for b in batches)  # tokens trained this step
         for k, b in enumerate(batches):
             # DDP: only the last micro-batch all-reduces gradients.
             sync = world == 1 or k == len(batches) - 1
@@ -265,9 +264,9 @@ def train(
             with ctx:
                 loss_sum, n = forward_loss(net, b)
                 scaler.scale(loss_sum / max(n_step, 1)).backward()
-            win_loss += float(loss_sum.detach())
+            win_loss += loss_sum.detach()  # a tensor: reading it out would stall the GPU every micro-batch
             win_tokens += n
-            win_seen += int(b["attention_mask"].sum())
+            win_seen += b["n_real"]
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         lr = scheduler.get_last_lr()[0]
@@ -287,7 +286,7 @@ def train(
                 "step": step,
                 "total_steps": total_steps,
                 "epoch": round(step * t.gradient_accumulation_steps / per_rank, 4),
-                "loss": win_loss / max(win_tokens, 1),
+                "loss": float(win_loss) / max(win_tokens, 1),
                 "eval_loss": evaluate() if eval_now else None,
                 "lr": lr,
                 "tokens_per_s": win_seen * world / max(now - win_start, 1e-9),
@@ -298,7 +297,7 @@ def train(
                 fh.write(json.dumps(line) + "\n")
             progress(line)
             print(f"loop: step {step}/{total_steps} loss {line['loss']:.4f} lr {lr:.2e}", flush=True)
-            win_loss, win_tokens, win_seen, win_start = 0.0, 0, 0, time.monotonic()
+            win_loss, win_tokens, win_seen, win_start = torch.zeros((), device=device), 0, 0, time.monotonic()
         if stopping and not last:  # a stop request during the final step changes nothing
             checkpoint()
             return "cancelled"
@@ -311,8 +310,19 @@ def train(
     return "done"
 
 
+def to_device(batch: dict[str, Any], device: Any) -> dict[str, Any]:
+    """Move a collated batch, adding what the step needs to know without asking the GPU (no syncs):
+    `keep` (positions whose next token is trained), `n_trained` and `n_real` token counts."""
+    target = batch["labels"][:, 1:] != data_mod.IGNORE
+    out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    out["keep"] = target.any(0).nonzero().squeeze(-1).to(device, non_blocking=True)
+    out["n_trained"] = int(target.sum())
+    out["n_real"] = int(batch["attention_mask"].sum())
+    return out
+
+
 def forward_loss(net: Any, batch: dict[str, Any]) -> tuple[Any, int]:
-    """(summed cross-entropy over trained tokens, their count).
+    """(summed cross-entropy over trained tokens, their count), for a batch from `to_device`.
 
     Only the positions whose next token is trained go through the LM head (`logits_to_keep` with
     indices): with assistant-only labels that skips most of the batch, and for 150k-token
@@ -320,14 +330,13 @@ def forward_loss(net: Any, batch: dict[str, Any]) -> tuple[Any, int]:
     """
     import torch.nn.functional as F
 
-    target = batch["labels"][:, 1:]
-    keep = (target != data_mod.IGNORE).any(0).nonzero().squeeze(-1)
+    keep = batch["keep"]
     out = net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
     logits = out.logits.float()
-    tgt = target[:, keep]
+    tgt = batch["labels"][:, 1:][:, keep]
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=data_mod.IGNORE,
                            reduction="sum")
-    return loss, int((tgt != data_mod.IGNORE).sum())
+    return loss, batch["n_trained"]
 
 
 def _agree(flag: bool, world: int) -> bool:
