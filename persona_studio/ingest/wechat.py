@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from persona_studio.ingest.base import ImportError_, Kind, Message
 from persona_studio.ingest.common import ReadStats, parse_wall_time, where
@@ -56,18 +57,18 @@ Row = tuple[float, str, str, str, str, str, str]
 
 
 def read(path: Path, encoding: str, stats: ReadStats) -> Iterator[Message]:
-    for ts, chat, speaker, speaker_id, kind, text, meta in _records(path, encoding, stats, json_meta=False):
-        yield Message(ts, speaker, text, kind, speaker_id, chat, meta=meta)
+    return _records(path, encoding, stats, as_rows=False)
 
 
 def read_rows(path: Path, encoding: str, stats: ReadStats) -> Iterator[Row]:
     """The records of `read` as plain tuples with `meta` already JSON (as `json.dumps(meta,
     ensure_ascii=False)` writes it): the importer's bulk path, which skips a Message object
     and a JSON encoding per row. Same records, same order, same stats and errors."""
-    return _records(path, encoding, stats, json_meta=True)
+    return _records(path, encoding, stats, as_rows=True)
 
 
-def _records(path: Path, encoding: str, stats: ReadStats, json_meta: bool) -> Iterator[tuple]:
+def _records(path: Path, encoding: str, stats: ReadStats, as_rows: bool) -> Iterator[Any]:
+    """Messages, or `Row`s when `as_rows` (one loop for both, so they cannot drift apart)."""
     # Runs once per row of exports with millions of rows: everything the loop touches is a
     # local, and the common shapes (known type, is_sender exactly "0"/"1") take the short path.
     if csv.field_size_limit() < _FIELD_LIMIT:
@@ -130,23 +131,26 @@ def _records(path: Path, encoding: str, stats: ReadStats, json_meta: bool) -> It
                     speaker, speaker_id = talker, talker
                 chat = row[i_room] if i_room is not None else ""
                 stats.read += 1
-                if json_meta and kind != "other" and not forward and (not svr or svr.isalnum()):
+                meta: str | dict[str, object]
+                if as_rows and kind != "other" and not forward and (not svr or svr.isalnum()):
                     # The usual row: its meta JSON written directly. Letters and digits are never
                     # escaped by json.dumps(ensure_ascii=False), so this is the same text.
                     if svr:
-                        meta: object = f'{{"is_sender": {sender}, "MsgSvrID": "{svr}"}}'
+                        meta = f'{{"is_sender": {sender}, "MsgSvrID": "{svr}"}}'
                     else:
                         meta = f'{{"is_sender": {sender}}}'
                 else:
-                    meta = {"is_sender": int(sender)}
+                    fields: dict[str, object] = {"is_sender": int(sender)}
                     if svr:
-                        meta["MsgSvrID"] = svr
+                        fields["MsgSvrID"] = svr
                     if forward:
-                        meta["is_forward"] = 1
+                        fields["is_forward"] = 1
                     if kind == "other":
-                        meta["type_name"] = type_name
-                    if json_meta:
-                        meta = json.dumps(meta, ensure_ascii=False)
-                yield ts, chat, speaker, speaker_id, kind, text, meta
+                        fields["type_name"] = type_name
+                    meta = json.dumps(fields, ensure_ascii=False) if as_rows else fields
+                if as_rows:
+                    yield ts, chat, speaker, speaker_id, kind, text, meta
+                else:
+                    yield Message(ts, speaker, text, kind, speaker_id, chat, meta=meta)
         except csv.Error as exc:
             raise ImportError_(f"{path}:{last + 1}: bad CSV ({exc})") from None
