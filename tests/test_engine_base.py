@@ -121,6 +121,11 @@ def test_start_in_background_reports_progress_from_another_thread(workspace, tin
     try:
         assert engine.model is not None
         assert seen[-1][1] == 1.0 and all(t == "transformers-start" for _, _, t in seen)
+        # the base model before any adapter was ever loaded (a plain model, not yet a PeftModel)
+        from persona_studio.engine import GenRequest, Sampling
+
+        req = GenRequest([{"role": "user", "content": "hi"}], "x", None, Sampling(temperature=0, max_new_tokens=5))
+        assert "".join(engine.generate(req)) and req.generated_tokens == 5
     finally:
         engine.close()
     ws = _settings(workspace, model={"name_or_path": str(workspace.root / "no-model")}, engine={"backend": "transformers"})

@@ -127,7 +127,7 @@ class Conversation:
     # -- turns -------------------------------------------------------------------------------
     def say(self, text: str) -> Msg:
         self._queue = []  # the user spoke: the next round answers them
-        return self.tree.add(self.chat_id, "user", party.USER, text, n_tokens=self.engine.count_tokens(text))
+        return self.tree.add(self.chat_id, "user", party.USER, text, n_tokens=self.count(text))
 
     def reply(self, persona_id: str, *, on_delta: OnDelta | None = None, swipe_of: int | None = None) -> TurnResult:
         """Generate and store `persona_id`'s next message (or a swipe beside `swipe_of`)."""
