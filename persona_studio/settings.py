@@ -115,6 +115,9 @@ class TrainSftArgs:
     seed: int = _f(42, "Random seed.")
     identity_samples: int = _f(20, "Self-cognition samples generated from the persona card.", min=0)
     max_steps: int = _f(-1, "Stop after this many optimizer steps (-1 = use epochs).", min=-1)
+    packing: bool = _f(
+        False, "Pack several samples into each cutoff_len row (no padding at all); a batch then counts rows."
+    )
 
 
 @dataclass
