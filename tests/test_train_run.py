@@ -205,3 +205,23 @@ def test_a_crashing_job_ends_failed_with_its_error(tmp_path: Path, tiny_model: P
     assert "failed" in capsys.readouterr().err
     failed = jobs.get_job(ws, job.job_id)
     assert failed.state == "failed" and "lora_target" in failed.error and "\n" not in failed.error
+
+
+def test_packed_training_learns_with_fewer_steps(tmp_path: Path, tiny_model: Path) -> None:
+    from persona_studio.settings import TrainSftArgs
+    from persona_studio.train import data
+
+    convs = [chat(f"Question {i}?", f"Answer {i}: {REPLY}") for i in range(12)]
+    job = tmp_path / "job"
+    job.mkdir()
+    data.write_jsonl(job / "data.jsonl", [{"split": "train", "source": "store", "messages": c} for c in convs])
+    t = TrainSftArgs(packing=True, cutoff_len=128, per_device_train_batch_size=1, gradient_accumulation_steps=1,
+                     num_train_epochs=8, learning_rate=3e-3, lora_dropout=0.0, identity_samples=0, save_steps=1000)
+    s = spec.TrainSpec("j", "alice", str(tmp_path), str(tiny_model), False, "cpu", 0, "float32", t)
+    assert loop.train(s, job) == "done"
+    metrics = jobs.read_metrics(job)
+    # ~40 tokens each, so three or so examples share a 128-token row: far fewer rows than examples.
+    assert metrics[-1]["total_steps"] <= 8 * 5
+    first, last = metrics[0]["loss"], sum(m["loss"] for m in metrics[-3:]) / 3
+    assert last < 0.6 * first, (first, last)
+    assert (job / "adapter" / "adapter_model.safetensors").exists()

@@ -173,3 +173,59 @@ def split_eval(samples: list[dict[str, Any]], ratio: float, seed: int) -> tuple[
         n_eval = 1
     held = set(idx[:n_eval])
     return [s for i, s in enumerate(samples) if i not in held], [s for i, s in enumerate(samples) if i in held]
+
+
+# -- packing ---------------------------------------------------------------------------------------
+def pack_rows(lengths: list[int], capacity: int, seed: int) -> list[list[int]]:
+    """Example indices grouped into rows of at most `capacity` tokens (first-fit decreasing).
+
+    Packing runs once per job (rows are then shuffled per epoch), so the number of optimizer
+    steps is known up front and a resumed run sees the same rows. Fitting happens within
+    shuffled chunks of 512 examples: rows end up nearly full while any row still mixes
+    examples from across the data set.
+    """
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    rows: list[list[int]] = []
+    for c in range(0, len(order), 512):
+        chunk_rows: list[list[int]] = []
+        free: list[int] = []
+        for i in sorted(order[c : c + 512], key=lambda j: -lengths[j]):
+            for r, room in enumerate(free):
+                if lengths[i] <= room:
+                    chunk_rows[r].append(i)
+                    free[r] -= lengths[i]
+                    break
+            else:
+                chunk_rows.append([i])
+                free.append(capacity - lengths[i])
+        rows += chunk_rows
+    return rows
+
+
+def collate_packed(rows: list[list[Example]], pad_id: int) -> dict[str, Any]:
+    """One sequence per row, examples back to back, with position_ids restarting at each example.
+
+    No attention_mask: transformers then reads the restarts in position_ids as sequence
+    boundaries and builds a block-diagonal causal mask, so examples never see each other.
+    Each example's first label is dropped: it would otherwise be "predicted" from the previous one.
+    """
+    import torch
+
+    width = max(sum(len(e.input_ids) for e in row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    pos = torch.zeros((len(rows), width), dtype=torch.long)
+    n_real = 0
+    for r, row in enumerate(rows):
+        at = 0
+        for e in row:
+            n = len(e.input_ids)
+            ids[r, at : at + n] = torch.tensor(e.input_ids)
+            labels[r, at + 1 : at + n] = torch.tensor(e.labels[1:])
+            pos[r, at : at + n] = torch.arange(n)
+            at += n
+        pos[r, at:] = torch.arange(width - at)  # padding forms its own segment, with no labels
+        n_real += at
+    return {"input_ids": ids, "labels": labels, "position_ids": pos, "n_real": n_real}

@@ -191,8 +191,11 @@ def train(
         raise TrainError(f"{job_dir / 'data.jsonl'}: no sample has an assistant reply within cutoff_len={t.cutoff_len}")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     lengths = [len(e.input_ids) for e in train_ex]
+    # A "row" is one sequence of the batch: one example, or with packing several back to back.
+    rows = data_mod.pack_rows(lengths, t.cutoff_len, t.seed) if t.packing else [[i] for i in range(len(train_ex))]
+    row_lengths = [sum(lengths[i] for i in row) for row in rows]
 
-    n_batches = math.ceil(len(train_ex) / t.per_device_train_batch_size)
+    n_batches = math.ceil(len(rows) / t.per_device_train_batch_size)
     per_rank = max(1, n_batches // world)
     steps_per_epoch = max(1, math.ceil(per_rank / t.gradient_accumulation_steps))
     total_steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(steps_per_epoch * t.num_train_epochs))
@@ -224,9 +227,14 @@ def train(
         epoch, idx = divmod(m, per_rank)
         if epoch not in epoch_cache:
             epoch_cache.clear()
-            batches = data_mod.length_grouped_batches(lengths, t.per_device_train_batch_size, t.seed, epoch)
+            batches = data_mod.length_grouped_batches(row_lengths, t.per_device_train_batch_size, t.seed, epoch)
             epoch_cache[epoch] = batches[rank::world][:per_rank]
-        return to_device(data_mod.collate([train_ex[i] for i in epoch_cache[epoch][idx]], pad_id), device)
+        picked = [rows[r] for r in epoch_cache[epoch][idx]]
+        if t.packing:
+            batch = data_mod.collate_packed([[train_ex[i] for i in row] for row in picked], pad_id)
+        else:
+            batch = data_mod.collate([train_ex[row[0]] for row in picked], pad_id)
+        return to_device(batch, device)
 
     def evaluate() -> float | None:
         if not eval_ex:
@@ -314,10 +322,11 @@ def to_device(batch: dict[str, Any], device: Any) -> dict[str, Any]:
     """Move a collated batch, adding what the step needs to know without asking the GPU (no syncs):
     `keep` (positions whose next token is trained), `n_trained` and `n_real` token counts."""
     target = batch["labels"][:, 1:] != data_mod.IGNORE
+    n_real = batch.pop("n_real") if "n_real" in batch else int(batch["attention_mask"].sum())
     out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     out["keep"] = target.any(0).nonzero().squeeze(-1).to(device, non_blocking=True)
     out["n_trained"] = int(target.sum())
-    out["n_real"] = int(batch["attention_mask"].sum())
+    out["n_real"] = n_real
     return out
 
 
@@ -331,7 +340,10 @@ def forward_loss(net: Any, batch: dict[str, Any]) -> tuple[Any, int]:
     import torch.nn.functional as F
 
     keep = batch["keep"]
-    out = net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
+    # Packed rows come with position_ids and no attention_mask (see data.collate_packed).
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+    # use_cache=False also matters for packing: transformers looks for packed rows only without a cache.
+    out = net(**inputs, logits_to_keep=keep, use_cache=False)
     logits = out.logits.float()
     tgt = batch["labels"][:, 1:][:, keep]
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=data_mod.IGNORE,
