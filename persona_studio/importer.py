@@ -267,8 +267,8 @@ class _Feed:
             progress(offset + seq, None)
 
     def bulk_rows(self, rows: Iterable[Row]) -> Iterator[tuple[Any, ...]]:
-        """`rows` for a bulk reader's tuples (chat exports: no roles, meta already JSON). The same
-        rows and counts as `rows` would give for the equivalent Messages, with less work each."""
+        """Like `rows`, for a bulk reader's tuples (chat exports: no roles, meta already JSON): the
+        same rows and counts as the equivalent Messages give, with less work per row."""
         speakers, kinds = self.speakers, self.kinds
         import_id, progress, offset = self.import_id, self.progress, self.offset
         known = self._is_me

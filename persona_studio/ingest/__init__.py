@@ -7,6 +7,8 @@ for message in read(Path("chat.csv"), stats=stats):   # streaming; `Message` fro
     ...
 stats.read, stats.bad, stats.bad_examples, stats.encoding, stats.format
 ```
+`read_rows(path, stats=stats)` is the importer's bulk path: the same records as plain `Row`
+tuples for formats that have one (WeChat CSV), None for the others.
 Whole-file problems (unknown format, binary, truncated JSON, missing CSV columns) raise
 `ImportError_` with one line naming the file and line/record; a single bad record inside a
 good file is counted in `stats.bad` instead.
