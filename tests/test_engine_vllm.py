@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -222,3 +223,20 @@ def test_cli_party_on_vllm_prints_clean_json_on_stdout(party_ws):
     assert [t["speaker"] for t in data["turns"]] == ["alice", "bob"]
     for t in data["turns"]:
         assert t["text"] == said[t["adapter"]]
+
+
+def test_abort_from_another_thread_ends_the_stream(party_ws, conv_factory):
+    """The Stop key: Conversation.abort() from the UI thread while a worker streams."""
+    conv = conv_factory(["carol", "alice"])
+    conv.sampling = Sampling(temperature=0, max_new_tokens=400, repetition_penalty=1.0)
+    seen: list[str] = []
+
+    def on_delta(_pid: str, d: str) -> None:
+        seen.append(d)
+        if len(seen) == 3:
+            threading.Thread(target=conv.abort).start()
+
+    r = conv.reply("carol", on_delta=on_delta)
+    assert r.message.meta.get("stopped") is True
+    assert r.gen_tokens < 400
+    assert conv.reply("alice").text in (SENT_A, SENT_A2)  # the engine carries on
