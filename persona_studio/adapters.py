@@ -9,9 +9,12 @@ it is replaced atomically, so an engine never sees half an update.
 
 from __future__ import annotations
 
+import json
 import re
+import struct
 from pathlib import Path
 
+from persona_studio.settings import VLLM_LORA_RANKS
 from persona_studio.workspace import Workspace, atomic_write
 
 _VERSION = re.compile(r"^v(\d{4,})$")
@@ -60,3 +63,78 @@ def current(ws: Workspace, persona_id: str) -> Path | None:
     """The current adapter directory, or None when the persona has none (base model)."""
     name = current_version(ws, persona_id)
     return adapters_dir(ws, persona_id) / name if name else None
+
+
+# -- what vLLM can serve -----------------------------------------------------------------------
+# vLLM checks an adapter only when a request first uses it, so a bad one would surface as a
+# failed turn (or request) much later. The engine and `serve` both refuse up front with these.
+
+
+def vllm_rank(r: int) -> int | None:
+    """The smallest rank vLLM accepts that is >= r, or None when r is above them all."""
+    return next((allowed for allowed in VLLM_LORA_RANKS if r <= allowed), None)
+
+
+def max_rank(cfg: dict) -> int:
+    """The largest rank in an adapter_config (peft's rank_pattern can raise it per module)."""
+    pattern = cfg.get("rank_pattern") or {}
+    return max([int(cfg["r"]), *(int(v) for v in pattern.values())])
+
+
+def servable_problem(path: Path, cfg: dict, base_vocab: int | None = None) -> str | None:
+    """Why vLLM cannot serve the adapter in `path` (with config `cfg`), or None if it can."""
+    if cfg.get("modules_to_save"):
+        return (f"modules_to_save: adapters that save full modules ({', '.join(cfg['modules_to_save'])})"
+                " cannot be served by vLLM (merge it with `export model` instead)")
+    if cfg.get("use_dora"):
+        return "use_dora: DoRA adapters are not supported"
+    if cfg.get("bias", "none") != "none" or cfg.get("lora_bias"):
+        return "bias: LoRA bias is not supported"
+    if cfg.get("trainable_token_indices"):
+        return "trainable_token_indices (retrained token embeddings) are not supported"
+    if (path / "added_tokens.json").exists():
+        return "added tokens (added_tokens.json)"
+    if (path / "new_embeddings.safetensors").exists():
+        return "added tokens (new_embeddings.safetensors)"
+    n_tok = _tokenizer_size(path / "tokenizer.json")
+    if base_vocab is not None and n_tok is not None and n_tok > base_vocab:
+        return f"its tokenizer has {n_tok} tokens, more than the base vocabulary ({base_vocab})"
+    try:
+        names = _safetensors_keys(path / "adapter_model.safetensors")
+    except ValueError as exc:
+        return str(exc)
+    for name in names:
+        if "lora_" not in name and (
+            name.endswith(("embed_tokens.weight", "lm_head.weight", "wte.weight")) or "trainable_tokens" in name
+        ):
+            return f"embedding weights in adapter_model.safetensors ({name})"
+    return None
+
+
+def _tokenizer_size(path: Path) -> int | None:
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    vocab = (raw.get("model") or {}).get("vocab") or {}
+    ids = list(vocab.values()) if isinstance(vocab, dict) else list(range(len(vocab)))
+    ids += [t.get("id", -1) for t in raw.get("added_tokens") or []]
+    return max(ids) + 1 if ids else None
+
+
+def _safetensors_keys(path: Path) -> list[str]:
+    # The header is 8 bytes of little-endian length, then JSON: no need to load any tensor.
+    if not path.is_file():
+        return []
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{path}: truncated safetensors file")
+        (n,) = struct.unpack("<Q", head)
+        try:
+            header = json.loads(fh.read(n))
+        except ValueError:
+            raise ValueError(f"{path}: unreadable safetensors header") from None
+    return [k for k in header if k != "__metadata__"]

@@ -131,3 +131,20 @@ def test_start_in_background_reports_progress_from_another_thread(workspace, tin
     ws = _settings(workspace, model={"name_or_path": str(workspace.root / "no-model")}, engine={"backend": "transformers"})
     with pytest.raises(EngineError, match=r"no-model.*cannot load its tokenizer"):
         start_in_background(make_engine(ws)).result(timeout=60)
+
+
+def test_engine_refuses_what_serve_refuses(workspace):
+    """The engine and `serve` share one servability check (adapters.servable_problem)."""
+    import torch
+    from safetensors.torch import save_file
+
+    d = _adapter(workspace, "alice", 8)
+    save_file({"base_model.model.layers.0.q_proj.lora_A.weight": torch.zeros(8, 4)}, str(d / "adapter_model.safetensors"))
+    check_servable(d, 8)  # a plain LoRA adapter is fine
+    (d / "added_tokens.json").write_text("{}")
+    with pytest.raises(EngineError, match=r"added tokens \(added_tokens.json\)"):
+        check_servable(d, 8)
+    (d / "added_tokens.json").unlink()
+    save_file({"base_model.model.embed_tokens.weight": torch.zeros(8, 4)}, str(d / "adapter_model.safetensors"))
+    with pytest.raises(EngineError, match=r"embedding weights .*embed_tokens.weight"):
+        check_servable(d, 8)

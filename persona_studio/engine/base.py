@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from persona_studio import adapters
 from persona_studio.errors import UserError
 from persona_studio.settings import VLLM_LORA_RANKS
 
@@ -79,10 +80,10 @@ def no_progress(_msg: str, _frac: float | None) -> None:
 
 def round_rank(r: int, where: str = "adapter") -> int:
     """The smallest rank vLLM accepts that is >= r."""
-    for allowed in VLLM_LORA_RANKS:
-        if r <= allowed:
-            return allowed
-    raise EngineError(f"{where}: LoRA rank {r} is above the largest rank vLLM serves ({VLLM_LORA_RANKS[-1]})")
+    allowed = adapters.vllm_rank(r)
+    if allowed is None:
+        raise EngineError(f"{where}: LoRA rank {r} is above the largest rank vLLM serves ({VLLM_LORA_RANKS[-1]})")
+    return allowed
 
 
 def adapter_config(path: Path) -> dict:
@@ -104,22 +105,21 @@ def adapter_config(path: Path) -> dict:
 
 
 def adapter_rank(path: Path) -> int:
-    return int(adapter_config(path)["r"])
+    return adapters.max_rank(adapter_config(path))
 
 
 def check_servable(path: Path, max_lora_rank: int) -> None:
     """Refuse, with one line, adapters vLLM would reject deep inside a request."""
     cfg = adapter_config(path)
-    if cfg["r"] > max_lora_rank:
+    rank = adapters.max_rank(cfg)
+    if rank > max_lora_rank:
         raise EngineError(
-            f"{path / 'adapter_config.json'}: r: LoRA rank {cfg['r']} is above the engine's max_lora_rank "
+            f"{path / 'adapter_config.json'}: r: LoRA rank {rank} is above the engine's max_lora_rank "
             f"{max_lora_rank} (restart the engine, or set vllm_args.max_lora_rank)"
         )
-    if cfg.get("modules_to_save"):
-        raise EngineError(
-            f"{path / 'adapter_config.json'}: modules_to_save: adapters that save full modules "
-            f"({', '.join(cfg['modules_to_save'])}) cannot be served by vLLM"
-        )
+    problem = adapters.servable_problem(path, cfg)
+    if problem is not None:
+        raise EngineError(f"{path / 'adapter_config.json'}: {problem}")
 
 
 def adapter_label(persona_id: str, adapter: Path | None) -> str:

@@ -9,7 +9,6 @@ adapter would surface as a failed request minutes later; we refuse what vLLM wou
 from __future__ import annotations
 
 import json
-import struct
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,73 +39,22 @@ class ServePlan:
 
 def round_rank(r: int, persona_id: str) -> int:
     """The smallest rank vLLM accepts that is >= r."""
-    for allowed in VLLM_LORA_RANKS:
-        if r <= allowed:
-            return allowed
-    raise ExportError(f"persona '{persona_id}': LoRA rank {r} is above the largest rank vLLM serves ({VLLM_LORA_RANKS[-1]})")
+    allowed = adapters.vllm_rank(r)
+    if allowed is None:
+        raise ExportError(
+            f"persona '{persona_id}': LoRA rank {r} is above the largest rank vLLM serves ({VLLM_LORA_RANKS[-1]})"
+        )
+    return allowed
 
 
-def adapter_rank(cfg: dict) -> int:
-    """The largest rank in the adapter (peft's rank_pattern can raise it per module)."""
-    pattern = cfg.get("rank_pattern") or {}
-    return max([int(cfg["r"]), *(int(v) for v in pattern.values())])
+adapter_rank = adapters.max_rank
 
 
 def check_servable(persona_id: str, path: Path, cfg: dict, base_vocab: int | None) -> None:
     """Raise a one-line ExportError if vLLM cannot serve this adapter."""
-
-    def refuse(reason: str) -> None:
-        raise ExportError(f"persona '{persona_id}': adapter {path} cannot be served by vLLM: {reason}")
-
-    if cfg.get("modules_to_save"):
-        refuse(f"modules_to_save {cfg['modules_to_save']} (full copies of modules; merge it with `export model` instead)")
-    if cfg.get("use_dora"):
-        refuse("DoRA adapters are not supported")
-    if cfg.get("bias", "none") != "none" or cfg.get("lora_bias"):
-        refuse("LoRA bias is not supported")
-    if cfg.get("trainable_token_indices"):
-        refuse("trainable_token_indices (retrained token embeddings) are not supported")
-    if (path / "added_tokens.json").exists():
-        refuse("added tokens (added_tokens.json)")
-    if (path / "new_embeddings.safetensors").exists():
-        refuse("added tokens (new_embeddings.safetensors)")
-    n_tok = _tokenizer_size(path / "tokenizer.json")
-    if base_vocab is not None and n_tok is not None and n_tok > base_vocab:
-        refuse(f"its tokenizer has {n_tok} tokens, more than the base vocabulary ({base_vocab})")
-    for name in _safetensors_keys(path / "adapter_model.safetensors"):
-        if "lora_" in name:
-            continue
-        if name.endswith(("embed_tokens.weight", "lm_head.weight", "wte.weight")) or "trainable_tokens" in name:
-            refuse(f"embedding weights in adapter_model.safetensors ({name})")
-
-
-def _tokenizer_size(path: Path) -> int | None:
-    if not path.is_file():
-        return None
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    vocab = (raw.get("model") or {}).get("vocab") or {}
-    ids = list(vocab.values()) if isinstance(vocab, dict) else list(range(len(vocab)))
-    ids += [t.get("id", -1) for t in raw.get("added_tokens") or []]
-    return max(ids) + 1 if ids else None
-
-
-def _safetensors_keys(path: Path) -> list[str]:
-    # The header is 8 bytes of little-endian length, then JSON: no need to load any tensor.
-    if not path.is_file():
-        return []
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8:
-            raise ExportError(f"{path}: truncated safetensors file")
-        (n,) = struct.unpack("<Q", head)
-        try:
-            header = json.loads(fh.read(n))
-        except ValueError:
-            raise ExportError(f"{path}: unreadable safetensors header") from None
-    return [k for k in header if k != "__metadata__"]
+    problem = adapters.servable_problem(path, cfg, base_vocab)
+    if problem is not None:
+        raise ExportError(f"persona '{persona_id}': adapter {path} cannot be served by vLLM: {problem}")
 
 
 def _base_vocab(base: str) -> int | None:
