@@ -86,6 +86,7 @@ def _train_and_check_adapter(tmp_path: Path, tiny_model: Path, capsys: pytest.Ca
     with safe_open(str(current / "adapter_model.safetensors"), "pt") as fh:
         keys = list(fh.keys())
     assert keys and all(".lora_A." in k or ".lora_B." in k for k in keys)
+    assert adapters.servable_problem(current, cfg) is None
     used = spec.load(current / "train_spec.json")
     assert used == spec.load(Path(job.job_dir) / "spec.json") and used.persona_id == "alice"
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -147,6 +148,10 @@ class Worker:
 
         ws = Workspace.open(spec.workspace)
         src = self.job_dir / "adapter"
+        cfg = json.loads((src / "adapter_config.json").read_text(encoding="utf-8"))
+        problem = adapters.servable_problem(src, cfg)
+        if problem:  # never make current an adapter the engine would refuse
+            raise spec_mod.TrainError(f"{src}: not servable by vLLM: {problem}")
         dest = adapters.new_version_dir(ws, spec.persona_id)
         for name in ("adapter_model.safetensors", "adapter_config.json"):
             shutil.copyfile(src / name, dest / name)
