@@ -28,6 +28,7 @@ from pathlib import Path
 from persona_studio.errors import UserError
 from persona_studio.train import jobs
 from persona_studio.train import spec as spec_mod
+from persona_studio.workspace import Workspace
 
 HEARTBEAT_S = 2.0
 EXIT_CANCELLED = 3
@@ -97,9 +98,7 @@ class Worker:
 
     def wait_for_slot(self, spec: spec_mod.TrainSpec) -> int | None:
         """Hold the workspace's train lock (first queued, first served); None if cancelled meanwhile."""
-        from persona_studio.workspace import Workspace
-
-        ws = Workspace.open(spec.workspace)
+        ws = _workspace(spec)
         ws.jobs_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(ws.jobs_dir / jobs.LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         while not self.stop.is_set():
@@ -144,9 +143,9 @@ class Worker:
     def publish(self, spec: spec_mod.TrainSpec) -> Path:
         """Copy the adapter into personas/<id>/adapters/<version>/ and make it current."""
         from persona_studio import adapters
-        from persona_studio.workspace import Workspace, atomic_write
+        from persona_studio.workspace import atomic_write
 
-        ws = Workspace.open(spec.workspace)
+        ws = _workspace(spec)
         src = self.job_dir / "adapter"
         cfg = json.loads((src / "adapter_config.json").read_text(encoding="utf-8"))
         problem = adapters.servable_problem(src, cfg)
@@ -158,6 +157,14 @@ class Worker:
         atomic_write(dest / "train_spec.json", spec.to_json())
         adapters.set_current(ws, spec.persona_id, dest.name)
         return dest
+
+
+def _workspace(spec: spec_mod.TrainSpec) -> Workspace:
+    """The job's workspace, without re-reading settings.jsonc: the spec already holds every setting
+    the job uses, and an edit to the file since the job was queued must not break it."""
+    from persona_studio import settings
+
+    return Workspace(Path(spec.workspace), settings.defaults())
 
 
 def run_inner(job_dir: Path) -> int:
