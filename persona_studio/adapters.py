@@ -14,6 +14,7 @@ import re
 import struct
 from pathlib import Path
 
+from persona_studio.errors import UserError
 from persona_studio.settings import VLLM_LORA_RANKS
 from persona_studio.workspace import Workspace, atomic_write
 
@@ -63,6 +64,28 @@ def current(ws: Workspace, persona_id: str) -> Path | None:
     """The current adapter directory, or None when the persona has none (base model)."""
     name = current_version(ws, persona_id)
     return adapters_dir(ws, persona_id) / name if name else None
+
+
+class AdapterError(UserError, ValueError):
+    """A one-line problem with an adapter directory."""
+
+
+def read_config(path: Path) -> dict:
+    """adapter_config.json of the adapter in `path`, after checking the directory is a LoRA adapter."""
+    if not path.is_dir():
+        raise AdapterError(f"{path}: adapter directory is missing (retrain, or point CURRENT at an existing version)")
+    cfg_path = path / "adapter_config.json"
+    if not cfg_path.is_file():
+        raise AdapterError(f"{cfg_path}: missing; not a LoRA adapter directory")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AdapterError(f"{cfg_path}: unreadable adapter config ({exc})") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("r"), int) or cfg["r"] < 1:
+        raise AdapterError(f"{cfg_path}: r: expected a positive integer LoRA rank")
+    if not any(path.glob("adapter_model.*")):
+        raise AdapterError(f"{path}: no adapter_model.safetensors/.bin in the adapter directory")
+    return cfg
 
 
 # -- what vLLM can serve -----------------------------------------------------------------------

@@ -7,7 +7,6 @@ Nothing here imports torch/vllm/openai: `base` is safe to import from the TUI.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -88,20 +87,10 @@ def round_rank(r: int, where: str = "adapter") -> int:
 
 def adapter_config(path: Path) -> dict:
     """Read and sanity-check an adapter directory's adapter_config.json."""
-    if not path.is_dir():
-        raise EngineError(f"{path}: adapter directory is missing (retrain, or point CURRENT at an existing version)")
-    cfg_path = path / "adapter_config.json"
-    if not cfg_path.exists():
-        raise EngineError(f"{cfg_path}: missing; not a LoRA adapter directory")
     try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EngineError(f"{cfg_path}: unreadable adapter config ({exc})") from None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("r"), int):
-        raise EngineError(f"{cfg_path}: r: expected an integer LoRA rank")
-    if not any(path.glob("adapter_model.*")):
-        raise EngineError(f"{path}: no adapter_model.safetensors/.bin in the adapter directory")
-    return cfg
+        return adapters.read_config(path)
+    except adapters.AdapterError as exc:
+        raise EngineError(str(exc)) from None
 
 
 def adapter_rank(path: Path) -> int:

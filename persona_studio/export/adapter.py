@@ -7,7 +7,6 @@ Archives hold one top-level folder `<persona>-<version>/`, the usual shape of a 
 
 from __future__ import annotations
 
-import json
 import shutil
 import tarfile
 import zipfile
@@ -56,20 +55,10 @@ def resolve_adapter(ws: Workspace, persona_id: str, version: str | None = None) 
 
 
 def read_adapter_config(path: Path) -> dict:
-    if not path.is_dir():
-        raise ExportError(f"{path}: adapter directory is missing (retrain, or point CURRENT at an existing version)")
-    cfg_path = path / "adapter_config.json"
-    if not cfg_path.is_file():
-        raise ExportError(f"{cfg_path}: missing; not a LoRA adapter directory")
     try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ExportError(f"{cfg_path}: unreadable adapter config ({exc})") from None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("r"), int) or cfg["r"] < 1:
-        raise ExportError(f"{cfg_path}: r: expected a positive integer LoRA rank")
-    if not (path / "adapter_model.safetensors").is_file() and not (path / "adapter_model.bin").is_file():
-        raise ExportError(f"{path}: no adapter_model.safetensors in the adapter directory")
-    return cfg
+        return adapters.read_config(path)
+    except adapters.AdapterError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def archive_kind(out: Path) -> str:
