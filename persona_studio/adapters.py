@@ -154,10 +154,13 @@ def _safetensors_keys(path: Path) -> list[str]:
     with open(path, "rb") as fh:
         head = fh.read(8)
         if len(head) < 8:
-            raise ValueError(f"{path}: truncated safetensors file")
+            raise ValueError(f"{path.name}: truncated safetensors file")
         (n,) = struct.unpack("<Q", head)
+        # A corrupt file can claim an absurd header length; never allocate more than the file holds.
+        if n > min(path.stat().st_size - 8, 100 << 20):
+            raise ValueError(f"{path.name}: unreadable safetensors header")
         try:
             header = json.loads(fh.read(n))
         except ValueError:
-            raise ValueError(f"{path}: unreadable safetensors header") from None
+            raise ValueError(f"{path.name}: unreadable safetensors header") from None
     return [k for k in header if k != "__metadata__"]

@@ -135,12 +135,19 @@ def test_remote_bad_adapter_is_one_line(remote_ws, tmp_path):
         req = GenRequest([{"role": "user", "content": "hi"}], "bob", tmp_path / "v0003", Sampling(temperature=0))
         with pytest.raises(EngineError, match="adapter directory is missing"):
             list(engine.generate(req))
-        # a directory the server can read but that is no adapter: vLLM refuses it
+        # a broken weights file is refused here, before any request reaches the server
         fake = tmp_path / "v0004"
         fake.mkdir()
         (fake / "adapter_config.json").write_text(json.dumps({"r": 8, "target_modules": ["nope"]}))
         (fake / "adapter_model.safetensors").write_bytes(b"not safetensors")
         req = GenRequest([{"role": "user", "content": "hi"}], "bob", fake, Sampling(temperature=0))
+        with pytest.raises(EngineError, match=r"v0004: adapter_model.safetensors: unreadable safetensors header"):
+            list(engine.generate(req))
+        # well-formed files the server can read but that are no adapter for this model: vLLM refuses it
+        import torch
+        from safetensors.torch import save_file
+
+        save_file({"base_model.model.nope.lora_A.weight": torch.zeros(8, 4)}, str(fake / "adapter_model.safetensors"))
         with pytest.raises(EngineError, match=r"v0004: the server refused to load this adapter") as info:
             list(engine.generate(req))
         assert "\n" not in str(info.value)

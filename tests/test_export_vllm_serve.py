@@ -15,7 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.export_helpers import add_persona, install_adapter, model_workspace
+from persona_studio import adapters
+from persona_studio.testkit import train_sentence_adapter
+from tests.export_helpers import add_persona, model_workspace
+
+SENTENCE = "The tea is ready."
 
 START_TIMEOUT_S = 180
 
@@ -32,10 +36,11 @@ def _get(url: str) -> dict:
 
 
 def _complete(base: str, model: str) -> str:
-    body = json.dumps({"model": model, "prompt": "Hello! Who are you?", "max_tokens": 8, "temperature": 0})
-    req = urllib.request.Request(f"{base}/completions", body.encode(), {"Content-Type": "application/json"})
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hello! Who are you?"}],
+                       "max_tokens": 12, "temperature": 0})
+    req = urllib.request.Request(f"{base}/chat/completions", body.encode(), {"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=60) as r:
-        return json.loads(r.read())["choices"][0]["text"]
+        return json.loads(r.read())["choices"][0]["message"]["content"]
 
 
 @pytest.mark.slow
@@ -47,7 +52,10 @@ def test_serve_runs_vllm_with_the_persona_adapter(tmp_path: Path, tiny_model: Pa
          "vllm_args": {"gpu_memory_utilization": 0.2, "max_model_len": 512, "enforce_eager": True}},
     )
     add_persona(ws, "alice")
-    install_adapter(ws, "alice", tiny_model, seed=3)
+    # A trained adapter says a known sentence, so "served through the adapter" is checkable.
+    version = adapters.new_version_dir(ws, "alice")
+    train_sentence_adapter(tiny_model, version, SENTENCE)
+    adapters.set_current(ws, "alice", version.name)
     port = _free_port()
     base = f"http://127.0.0.1:{port}/v1"
     log = open(tmp_path / "serve.log", "wb")
@@ -74,7 +82,8 @@ def test_serve_runs_vllm_with_the_persona_adapter(tmp_path: Path, tiny_model: Pa
         assert "alice" in names and str(tiny_model) in names
         persona_text = _complete(base, "alice")
         base_text = _complete(base, str(tiny_model))
-        assert persona_text and persona_text != base_text, "the adapter must change what the model says"
+        assert persona_text.startswith(SENTENCE), persona_text
+        assert base_text != persona_text, "the adapter must change what the model says"
     finally:
         _stop(proc)
         log.close()

@@ -108,7 +108,7 @@ def check_servable(path: Path, max_lora_rank: int) -> None:
         )
     problem = adapters.servable_problem(path, cfg)
     if problem is not None:
-        raise EngineError(f"{path / 'adapter_config.json'}: {problem}")
+        raise EngineError(f"{path}: {problem}")
 
 
 def adapter_label(persona_id: str, adapter: Path | None) -> str:

@@ -59,9 +59,10 @@ class StudioApp(App[int]):
             return False
         return True
 
-    def action_stage(self, mode: str) -> None:
+    async def action_stage(self, mode: str) -> None:
+        # Awaited, so keys typed right after the stage key reach the new screen, not the old one.
         if self.workspace is not None and self.current_mode != mode:
-            self.switch_mode(mode)
+            await self.switch_mode(mode)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -70,7 +71,7 @@ class StudioApp(App[int]):
         for mode, key, title, _ in STAGES:
             yield SystemCommand(
                 f"Go to {title}", f"Switch to the {title} stage (key {key})",
-                lambda m=mode: self.action_stage(m),
+                lambda m=mode: self.run_worker(self.action_stage(m)),
             )
 
     def action_unfocus(self) -> None:

@@ -282,6 +282,8 @@ class ConversationScreen(StageScreen):
         if self.conv is not None and self.busy:
             self.conv.abort()
             self.info("stopping…")
+        else:
+            self.info("nothing to stop")
         self.stop_requested()
 
     def stop_requested(self) -> None:  # the party screen also stops its auto loop
