@@ -164,3 +164,22 @@ def test_abort_from_another_thread_keeps_the_partial_reply_marked(hf_ws, engine)
         assert 3 <= len(seen) < 150 and r.message.role == "assistant"
     finally:
         store.close()
+
+
+def test_context_is_clamped_to_the_models_positions(tmp_path, tiny_model, adapter_cache):
+    """settings ask for 4096 tokens, the tiny model has 1024 positions: history is trimmed to 1024."""
+    ws = make_party_workspace(tmp_path / "ws", tiny_model, "transformers", adapter_cache,
+                              vllm_args={"max_model_len": 4096})
+    eng = make_engine(ws)
+    eng.start()
+    store = ws.store()
+    try:
+        assert eng.max_model_len == 1024
+        c = Conversation.create(ws, eng, ChatTree(store), ["alice", "bob"], kind="party")
+        for i in range(150):  # ~2,500 tokens: fits 4096 but not the model
+            c.say(f"Line {i}: the tea is ready, would you like some cake with it?")
+        r = c.reply("alice")  # without the clamp this prompt overflows the model's positions
+        assert r.text.startswith("Alice likes books")
+    finally:
+        store.close()
+        eng.close()

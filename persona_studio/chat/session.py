@@ -209,8 +209,11 @@ class Conversation:
         return self._counts[text]
 
     def _fit(self, persona: Any, history: list[Msg], names: dict[str, str], snippets: list[Any], scenario: str) -> list[dict]:
-        """Drop the oldest lines until the prompt leaves room for a reply in max_model_len."""
-        budget = self.ws.settings.vllm_args.max_model_len - self.sampling.max_new_tokens
+        """Drop the oldest lines until the prompt leaves room for a reply in the context window."""
+        # The engine's own limit when it knows one (the transformers backend clamps to the model's
+        # positions); otherwise the configured max_model_len.
+        context = getattr(self.engine, "max_model_len", None) or self.ws.settings.vllm_args.max_model_len
+        budget = context - self.sampling.max_new_tokens
         kept = list(history)
         while True:
             msgs = prompt.build_messages(

@@ -102,6 +102,10 @@ class TransformersEngine:
         except (OSError, ValueError, RuntimeError) as exc:
             raise EngineError(f"transformers failed to load {self.model_name}: {first_line(exc)}") from None
         self.model = model.to(self.device).eval()
+        # Never plan prompts longer than the model can attend to, whatever the settings say.
+        limit = getattr(model.config, "max_position_embeddings", None)
+        if isinstance(limit, int) and 0 < limit < self.max_model_len:
+            self.max_model_len = limit
         progress("transformers engine ready", 1.0)
 
     def _torch_dtype(self, torch: Any) -> Any:
