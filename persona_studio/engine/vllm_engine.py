@@ -12,6 +12,7 @@ turn; the old one ages out of vLLM's LRU cache (max_cpu_loras).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import itertools
 import os
@@ -80,20 +81,8 @@ class VllmEngine:
             from vllm.v1.engine.async_llm import AsyncLLM
         except ImportError as exc:
             raise EngineError(f"engine.backend 'vllm': vLLM is not installed ({exc})") from None
-        args = AsyncEngineArgs(
-            model=o.model,
-            dtype=o.dtype,
-            trust_remote_code=o.trust_remote_code,
-            gpu_memory_utilization=o.gpu_memory_utilization,
-            max_model_len=o.max_model_len,
-            enforce_eager=o.enforce_eager,
-            tensor_parallel_size=o.tensor_parallel_size,
-            enable_lora=True,
-            max_lora_rank=o.max_lora_rank,
-            max_loras=o.max_loras,
-            max_cpu_loras=o.max_cpu_loras,
-            disable_log_stats=True,
-        )
+        # VllmOptions' fields are named after AsyncEngineArgs' own, so they pass straight through.
+        args = AsyncEngineArgs(**dataclasses.asdict(o), enable_lora=True, disable_log_stats=True)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-loop", daemon=True)
         self._thread.start()
