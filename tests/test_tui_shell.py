@@ -97,3 +97,22 @@ print(sorted(m for m in ("torch", "transformers", "vllm", "chromadb", "peft") if
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+async def test_personas_added_meanwhile_appear_when_a_stage_is_revisited(workspace) -> None:
+    from textual.widgets import Select
+
+    (workspace.personas_dir / "ann").mkdir()
+    (workspace.personas_dir / "ann" / "persona.jsonc").write_text('{"name": "Ann"}')
+    app = create_app(workspace.root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("3")
+        await wait_until(pilot, lambda: app.current_mode == "train")
+        sel = app.screen.query_one("#train-persona", Select)
+        assert sel.value == "ann"
+        (workspace.personas_dir / "zed").mkdir()
+        (workspace.personas_dir / "zed" / "persona.jsonc").write_text('{"name": "Zed"}')
+        await pilot.press("2", "3")
+        await wait_until(pilot, lambda: app.current_mode == "train")
+        assert [v for _, v in sel._options if isinstance(v, str)] == ["ann", "zed"]
+        assert sel.value == "ann"  # the choice is kept

@@ -31,11 +31,21 @@ class StageScreen(Screen):
     def workspace(self):
         return self.app.workspace  # type: ignore[attr-defined]
 
+    PERSONA_SELECT = ""  # a stage with a persona picker names it; it is refreshed on every visit
+
+    def on_screen_resume(self) -> None:
+        # personas may have been added meanwhile (another stage, or `persona import` in a shell)
+        if self.PERSONA_SELECT:
+            self.fill_personas(self.PERSONA_SELECT)
+
     def fill_personas(self, selector: str, ids: list[str] | None = None) -> None:
         """Offer the workspace's personas in a Select, keeping the current choice if it still exists."""
         from textual.widgets import Select
 
         ids = self.workspace.persona_ids() if ids is None else ids
+        if getattr(self, "_persona_options", None) == (selector, ids):
+            return  # unchanged: re-setting would fire Select.Changed and reset the stage
+        self._persona_options = (selector, ids)
         sel = self.query_one(selector, Select)
         keep = sel.value if sel.value in ids else (ids[0] if ids else None)
         sel.set_options([(p, p) for p in ids])

@@ -13,6 +13,7 @@ from persona_studio.tui.screens.conversation import ConversationScreen
 
 
 class ChatScreen(ConversationScreen):
+    PERSONA_SELECT = "#chat-persona"
     STAGE_TITLE = "Chat"
     KIND = "chat"
 

@@ -21,6 +21,7 @@ from persona_studio.tui.screens.base import StageScreen
 
 
 class ExportScreen(StageScreen):
+    PERSONA_SELECT = "#export-persona"
     STAGE_TITLE = "Export"
     BINDINGS = [Binding("ctrl+r", "export", "Export")]
 
@@ -60,9 +61,6 @@ class ExportScreen(StageScreen):
         self.query_one("#export-progress", ProgressBar).update(total=1.0, progress=0.0)
         self._refresh_out()
         sel.focus()
-
-    def on_screen_resume(self) -> None:
-        self._load_personas()  # personas may have been added on another stage meanwhile
 
     def _load_personas(self) -> None:
         self.fill_personas("#export-persona")

@@ -44,6 +44,7 @@ class PathSuggester(Suggester):
 
 
 class ImportScreen(StageScreen):
+    PERSONA_SELECT = "#import-persona"
     STAGE_TITLE = "Import"
     BINDINGS = [Binding("ctrl+r", "run", "Import + make dataset"), Binding("ctrl+o", "scan", "Scan files")]
 

@@ -99,6 +99,7 @@ class TrainSettings(ModalScreen[dict | None]):
 
 
 class TrainScreen(StageScreen):
+    PERSONA_SELECT = "#train-persona"
     STAGE_TITLE = "Train"
     BINDINGS = [
         Binding("s", "start", "Start"),
