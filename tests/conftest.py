@@ -31,6 +31,14 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
+@pytest.fixture(scope="session")
+def adapter_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where sentence adapters trained for engine tests are kept, so each is trained once per run."""
+    path = tmp_path_factory.getbasetemp() / "sentence-adapters"
+    path.mkdir(exist_ok=True)
+    return path
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     try:
         import torch

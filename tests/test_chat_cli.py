@@ -17,13 +17,6 @@ from tests.test_engine_vllm import SENT_A, SENT_B, make_party_workspace
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def adapter_cache(tmp_path_factory):
-    path = tmp_path_factory.getbasetemp() / "sentence-adapters"
-    path.mkdir(exist_ok=True)
-    return path
-
-
 @pytest.fixture
 def ws(tmp_path, tiny_model, adapter_cache) -> Workspace:
     return make_party_workspace(tmp_path / "ws", tiny_model, "transformers", adapter_cache)

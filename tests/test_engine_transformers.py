@@ -26,13 +26,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def adapter_cache(tmp_path_factory):
-    path = tmp_path_factory.getbasetemp() / "sentence-adapters"
-    path.mkdir(exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="module")
 def hf_ws(tmp_path_factory, tiny_model, adapter_cache):
     return make_party_workspace(tmp_path_factory.mktemp("hf") / "ws", tiny_model, "transformers", adapter_cache)
 

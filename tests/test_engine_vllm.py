@@ -69,13 +69,6 @@ def make_party_workspace(root: Path, tiny_model: Path, backend: str, cache: Path
 
 
 @pytest.fixture(scope="module")
-def adapter_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.getbasetemp() / "sentence-adapters"
-    path.mkdir(exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="module")
 def party_ws(tmp_path_factory, tiny_model, adapter_cache) -> Workspace:
     return make_party_workspace(tmp_path_factory.mktemp("vllm") / "ws", tiny_model, "vllm", adapter_cache)
 
