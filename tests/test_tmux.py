@@ -34,15 +34,19 @@ def capture(name: str) -> str:
     ).stdout
 
 
-def wait_for(name: str, text: str, timeout: float = 30.0) -> str:
+def wait_for(name: str, *texts: str, timeout: float = 30.0) -> str:
+    """Wait until every one of `texts` is on screen at once: widgets paint in separate
+    refreshes, so seeing one of them says nothing about the others (a slow CI box showed
+    the stage body before the status line)."""
     deadline = time.monotonic() + timeout
     screen = ""
     while time.monotonic() < deadline:
         screen = capture(name)
-        if text in screen:
+        if all(text in screen for text in texts):
             return screen
         time.sleep(0.2)
-    raise AssertionError(f"{text!r} never appeared; screen was:\n{screen}")
+    missing = [text for text in texts if text not in screen]
+    raise AssertionError(f"{missing!r} never appeared; screen was:\n{screen}")
 
 
 def start(name: str, cmd: str) -> None:
@@ -57,9 +61,8 @@ def test_real_binary_paints_switches_stage_and_quits(tmux_session: str, tmp_path
     ws = tmp_path / "ws"
     assert subprocess.run([_binary(), "init", str(ws)], capture_output=True).returncode == 0
     start(tmux_session, f"{_binary()} --workspace {ws}")
-    screen = wait_for(tmux_session, "Import chat exports")
-    assert "ws" in screen and "engine not started" in screen
-    assert "1 Import" in screen  # the footer lists the stage keys
+    # The status line names the workspace and engine; the footer lists the stage keys.
+    wait_for(tmux_session, "Import chat exports", "ws", "engine not started", "1 Import")
     subprocess.run([TMUX, "send-keys", "-t", tmux_session, "3"], check=True)
     wait_for(tmux_session, "no job selected")  # the Train screen
     subprocess.run([TMUX, "send-keys", "-t", tmux_session, "C-q"], check=True)
