@@ -14,22 +14,18 @@ import hashlib
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from persona_studio.clean.dedup import dumps
+from persona_studio.bulk import paused_gc
 from persona_studio.errors import UserError
 
 if TYPE_CHECKING:  # ingest itself is imported lazily, where a file is read
-    from persona_studio.ingest import Row
+    from persona_studio.store.blocks import Block
 
 Progress = Callable[[int, int | None], None]
 
-INSERT_MESSAGE = (
-    "INSERT INTO messages (import_id, seq, ts, chat, speaker, speaker_id, is_me, kind, text, meta)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?)"
-)
 
 
 class PersonaNotFound(UserError, LookupError):
@@ -83,19 +79,14 @@ def import_files(
             raise UserError(f"{path}: no such file")
         files.append((path, file_sha256(path)))
     store = ws.store()
-    # Bulk work: a 64 MiB page cache keeps the index B-trees in memory (default is 2 MiB).
-    store.conn.execute("PRAGMA cache_size = -65536")
     try:
         results = []
-        with store.tx() as db:
-            rebuild = _defer_index(db, persona_id, files)
+        with paused_gc(), store.tx() as db:
             done = 0
             for path, sha in files:
                 res = import_one(db, persona_id, path, sha, me, fmt, progress, done)
                 done += res.get("read", 0)
                 results.append(res)
-            if rebuild is not None:
-                db.execute(rebuild)
     finally:
         store.close()
     total = Counter()
@@ -109,41 +100,6 @@ def import_files(
         "unchanged": sum(r["status"] == "unchanged" for r in results),
         **dict(total),
     }
-
-
-# Rough bytes per message of a chat export (the benchmark's WeChat CSV has ~85): only used to
-# guess whether an import is big next to what the store already holds.
-_BYTES_PER_MESSAGE = 100
-
-
-def _defer_index(db: sqlite3.Connection, persona_id: str, files: list[tuple[Path, str]]) -> str | None:
-    """Drop the messages index when the new rows outnumber the stored ones and return the SQL
-    that rebuilds it (run it before the transaction ends); None when keeping it is cheaper.
-
-    Maintaining the (import_id, seq) index costs ~0.8 µs per inserted row; building it once at
-    the end costs ~0.3 µs per row of the whole table. So it pays off when the new rows are
-    many next to the stored ones — the first import of a big export, the case that takes
-    long. DDL is transactional in SQLite: a failed import rolls the drop back too, and other
-    connections keep seeing the index until the commit."""
-    new_bytes = sum(
-        path.stat().st_size for path, sha in files
-        if db.execute("SELECT 1 FROM imports WHERE persona_id = ? AND sha256 = ?", (persona_id, sha)).fetchone()
-        is None
-    )
-    # No minimum size: rebuilding a small table's index costs next to nothing, and taking this
-    # path on every first import keeps it exercised by the ordinary tests.
-    new_rows = new_bytes // _BYTES_PER_MESSAGE
-    # max(id) is an O(log n) upper bound of the stored rows (count(*) would scan them all).
-    stored = db.execute("SELECT max(id) FROM messages").fetchone()[0] or 0
-    if new_bytes == 0 or new_rows < stored:
-        return None
-    row = db.execute(
-        "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'messages_import'"
-    ).fetchone()
-    if row is None or row[0] is None:
-        return None
-    db.execute("DROP INDEX messages_import")
-    return row[0]
 
 
 def import_one(
@@ -163,6 +119,7 @@ def import_one(
     if row is not None:
         return {"path": str(path), "status": "unchanged", "import_id": row[0], "format": row[1]}
     from persona_studio import ingest
+    from persona_studio.store.blocks import INSERT, pack
 
     stats = ingest.ReadStats()
     import_id = db.execute(
@@ -170,12 +127,8 @@ def import_one(
         (persona_id, str(path), sha, fmt, me or ""),
     ).lastrowid
     assert import_id is not None
-    feed = _Feed(import_id, me, progress, offset)
-    rows = ingest.read_rows(path, fmt=fmt, stats=stats)
-    if rows is not None:  # a format with a bulk reader: plain tuples, no Message objects
-        db.executemany(INSERT_MESSAGE, feed.bulk_rows(rows))
-    else:
-        db.executemany(INSERT_MESSAGE, feed.rows(ingest.read(path, fmt=stats.format, stats=stats)))
+    feed = _Feed(me, progress, offset)
+    db.executemany(INSERT, (pack(import_id, feed.block(b)) for b in ingest.read_blocks(path, fmt=fmt, stats=stats)))
     feed.check(path)
     summary = {
         "path": str(path),
@@ -201,10 +154,9 @@ def import_one(
 
 
 class _Feed:
-    """Turns Messages into rows for executemany, counting as it goes (one pass, no lists)."""
+    """Decides who is "me" in each Block and counts as the blocks stream past (no lists)."""
 
-    def __init__(self, import_id: int, me: str | None, progress: Progress | None, offset: int):
-        self.import_id = import_id
+    def __init__(self, me: str | None, progress: Progress | None, offset: int):
         self.me = me
         self.me_fold = me.casefold() if me else None
         self.progress = progress
@@ -214,83 +166,35 @@ class _Feed:
         self.stored = 0
         self.me_messages = 0
         self.needs_me = False
-        self._is_me: dict[tuple[str, str], bool] = {}
+        self._is_me: dict[tuple[str, str], int] = {}
 
-    def _match(self, speaker: str, speaker_id: str) -> bool:
-        key = (speaker, speaker_id)
-        hit = self._is_me.get(key)
-        if hit is None:
-            me = self.me
-            hit = me is not None and (
-                speaker == me or (speaker_id != "" and speaker_id == me) or speaker.casefold() == self.me_fold
-            )
-            self._is_me[key] = hit
-        return hit
+    def _match(self, speaker: str, speaker_id: str) -> int:
+        me = self.me
+        hit = me is not None and (
+            speaker == me or (speaker_id != "" and speaker_id == me) or speaker.casefold() == self.me_fold
+        )
+        return 1 if hit else 0
 
-    def rows(self, messages: Iterable[Any]) -> Iterator[tuple[Any, ...]]:
-        speakers, kinds = self.speakers, self.kinds
-        import_id, progress, offset = self.import_id, self.progress, self.offset
-        known = self._is_me  # (speaker, speaker_id) -> is the persona; filled by _match
-        seq = 0
-        for m in messages:
-            seq += 1
-            speakers[m.speaker] += 1
-            kinds[m.kind] += 1
-            meta = m.meta
-            if m.role is not None:
-                # Generic datasets know roles and sample boundaries; keep both for make-dataset.
-                is_me = self._match(m.speaker, m.speaker_id) if self.me else m.role == "assistant"
-                meta = {**meta, "role": m.role, "conv": m.conv}
-            else:
-                is_me = known.get((m.speaker, m.speaker_id))
-                if is_me is None:
-                    is_me = self._match(m.speaker, m.speaker_id)
-                self.needs_me = True
-            if is_me:
-                self.me_messages += 1
-            if progress is not None and not seq & 0x3FFF:
-                progress(offset + seq, None)
-            yield (
-                import_id,
-                seq,
-                m.ts,
-                m.chat,
-                m.speaker,
-                m.speaker_id or m.speaker,
-                1 if is_me else 0,
-                m.kind,
-                m.text,
-                dumps(meta) if meta else "{}",
-            )
-        self.stored = seq
-        if progress is not None:
-            progress(offset + seq, None)
-
-    def bulk_rows(self, rows: Iterable[Row]) -> Iterator[tuple[Any, ...]]:
-        """Like `rows`, for a bulk reader's tuples (chat exports: no roles, meta already JSON): the
-        same rows and counts as the equivalent Messages give, with less work per row."""
-        speakers, kinds = self.speakers, self.kinds
-        import_id, progress, offset = self.import_id, self.progress, self.offset
+    def block(self, b: Block) -> Block:
+        """Fill `b.is_me`; count speakers, kinds, messages. Returns `b`."""
+        pairs = list(zip(b.speaker, b.speaker_id, strict=True))
         known = self._is_me
-        match = self._match
-        seq = me_messages = 0
-        for ts, chat, speaker, speaker_id, kind, text, meta in rows:
-            seq += 1
-            speakers[speaker] += 1
-            kinds[kind] += 1
-            is_me = known.get((speaker, speaker_id))
-            if is_me is None:
-                is_me = match(speaker, speaker_id)
-            if is_me:
-                me_messages += 1
-            if progress is not None and not seq & 0x3FFF:
-                progress(offset + seq, None)
-            yield (import_id, seq, ts, chat, speaker, speaker_id or speaker, 1 if is_me else 0, kind, text, meta)
-        self.stored = seq
-        self.me_messages = me_messages
-        self.needs_me = seq > 0
-        if progress is not None:
-            progress(offset + seq, None)
+        for pair in set(pairs).difference(known):
+            known[pair] = self._match(*pair)
+        roles = b.meta.get("role")
+        if roles is not None and self.me is None:
+            # Generic datasets know roles; without --me the source's assistant is the persona.
+            b.is_me = bytes(1 if r == "assistant" else 0 for r in roles)
+        else:
+            b.is_me = bytes(map(known.__getitem__, pairs))  # C-level: no Python per message
+            self.needs_me = self.needs_me or roles is None
+        self.speakers.update(b.speaker)
+        self.kinds.update(b.kind)
+        self.me_messages += b.is_me.count(1)
+        self.stored += len(b)
+        if self.progress is not None:
+            self.progress(self.offset + self.stored, None)
+        return b
 
     def check(self, path: Path) -> None:
         """After the stream: `--me` must name a speaker of this file (raises; the caller rolls back)."""

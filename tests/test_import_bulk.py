@@ -1,50 +1,133 @@
-"""The bulk-import path drops and rebuilds the messages index inside the import's transaction:
-a failed import must leave the index (and everything else) exactly as before."""
+"""Raw messages in blocks (store/blocks.py): the WeChat column-wise path reads exactly what the
+row-by-row path reads, blocks round-trip, a failed import leaves no block behind, and a v1
+database (a row per message) migrates to blocks."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from persona_studio import ingest
 from persona_studio.errors import UserError
 from persona_studio.importer import import_files
+from persona_studio.ingest import wechat
+from persona_studio.store import Store
+from persona_studio.store.blocks import Block, pack, read_blocks, unpack
+from persona_studio.store.schema import MIGRATIONS
 from persona_studio.workspace import Workspace
 from tests.test_clean_pipeline import CHAT, add_persona, wechat_csv
 
-
-def indexes(ws: Workspace) -> set[str]:
-    conn = sqlite3.connect(ws.db_path)
-    try:
-        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    finally:
-        conn.close()
+HEADER = "id,MsgSvrID,type_name,is_sender,talker,room_name,msg,src,CreateTime\n"
 
 
-def test_failed_bulk_import_keeps_the_index_and_the_rows(workspace: Workspace, tmp_path: Path) -> None:
+def test_pack_round_trips_every_column() -> None:
+    block = Block(
+        np.array([1.5, np.nan, 3.0]), ["", "room", "室"], ["me", "bob", "李四"], ["is_sender:1", "bob", "李四"],
+        ["text", "image", "text"], ["hi", "has \x00 a nul", "多行\n消息"], is_me=b"\x01\x00\x00",
+        meta={"MsgSvrID": ["1", None, "3"]}, first_seq=7,
+    )
+    row = pack(42, block)
+    assert row[0] == 42
+    back = unpack(row[1:])
+    assert np.isnan(back.ts[1]) and back.ts[0] == 1.5 and back.ts[2] == 3.0
+    for col in ("chat", "speaker", "speaker_id", "kind", "text", "is_me", "meta", "first_seq"):
+        assert getattr(back, col) == getattr(block, col), col
+
+
+def _big_csv(path: Path, n: int, odd: dict[int, str]) -> Path:
+    """n rows; row i (1-based) is replaced by odd[i] when given."""
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        fh.write(HEADER)
+        for i in range(1, n + 1):
+            if i in odd:
+                fh.write(odd[i])
+                continue
+            sender = i % 3 == 0
+            msg = f'"line {i}\r\nsecond line"' if i % 101 == 0 else f"msg {i}"
+            fh.write(f"{i},{900 + i},文本,{int(sender)},bob,,{msg},,2024-05-{1 + i % 28:02d} 10:{i % 60:02d}:{i % 60:02d}\n")
+    return path
+
+
+def test_column_path_reads_what_the_row_path_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    odd = {
+        300: '300,1200,动画表情,0,bob,,[sticker],,2024-05-02 10:00:00\n',
+        9000: '9000,,新类型,1,bob,,?,,2024-05-02 10:00:00\n',  # unknown type -> "other", no MsgSvrID
+        9001: '9001,1,文本,0,bob,,bad time,,昨天\n',
+        9002: '9002,1,文本,0,bob\n',
+        9003: '9003,1,文本,2,bob,,bad sender,,2024-05-02 10:00:00\n',
+    }
+    path = _big_csv(tmp_path / "big.csv", 12000, odd)
+
+    def read_all() -> tuple[list[ingest.Message], ingest.ReadStats]:
+        stats = ingest.ReadStats()
+        return list(ingest.read(path, stats=stats)), stats
+
+    fast, fast_stats = read_all()
+    monkeypatch.setattr(wechat._Columns, "fast", lambda self, rows: None)
+    slow, slow_stats = read_all()
+    assert fast == slow
+    assert fast_stats == slow_stats
+    assert fast_stats.read == 12000 - 3 and fast_stats.bad == 3
+    # line numbers count the quoted line breaks of the rows before (one every 101 rows)
+    lines = {f"{path}:{9001 + 1 + 9000 // 101}", f"{path}:{9002 + 1 + 9000 // 101}", f"{path}:{9003 + 1 + 9000 // 101}"}
+    assert {e.split(": ")[0] for e in fast_stats.bad_examples} == lines
+    other = next(m for m in fast if m.kind == "other")
+    assert other.meta == {"is_sender": 1, "type_name": "新类型"}
+    assert fast[0].meta == {"is_sender": 0, "MsgSvrID": "901"} and fast[0].ts == 1714644061.0
+    assert fast[100].text == "line 101\nsecond line"
+
+
+def test_broken_quote_deep_in_a_file_names_the_record_start(tmp_path: Path) -> None:
+    path = _big_csv(tmp_path / "big.csv", 10000, {9500: '9500,1,文本,1,bob,,"never closed,,2024-05-02 10:00:00\n'})
+    with pytest.raises(UserError) as err:
+        list(ingest.read(path))
+    # the open quote swallows lines up to the next quoted row; the error still names the start
+    assert str(err.value).startswith(f"{path}:{9500 + 1 + 9499 // 101}: bad CSV (")
+
+
+def _blocks_state(ws: Workspace) -> tuple[int, int]:
+    with ws.store() as store:
+        return tuple(store.query("SELECT count(*), coalesce(sum(n), 0) FROM message_blocks")[0])  # type: ignore[return-value]
+
+
+def test_failed_import_leaves_no_block_behind(workspace: Workspace, tmp_path: Path) -> None:
     add_persona(workspace, "alice")
-    good = wechat_csv(tmp_path / "good.csv", CHAT)
-    import_files(workspace, "alice", [good], me="me")
-    assert "messages_import" in indexes(workspace)
-    with workspace.store() as store:
-        before = store.query("SELECT count(*) FROM messages")[0][0]
-    # a much bigger file (so the index is dropped for the bulk path) that turns out to be broken at the end
-    rows = CHAT * 200
-    big = wechat_csv(tmp_path / "big.csv", rows)
+    import_files(workspace, "alice", [wechat_csv(tmp_path / "good.csv", CHAT)], me="me")
+    before = _blocks_state(workspace)
+    assert before[1] > 0
+    big = wechat_csv(tmp_path / "big.csv", CHAT * 2000)  # many blocks written before the error
     with big.open("a", encoding="utf-8") as fh:
         fh.write('999,1,文本,1,bob,,"never closed quote,,2024-10-04 12:00:00\n')
     with pytest.raises(UserError):
         import_files(workspace, "alice", [big], me="me")
-    assert "messages_import" in indexes(workspace)
+    assert _blocks_state(workspace) == before
     with workspace.store() as store:
-        assert store.query("SELECT count(*) FROM messages")[0][0] == before
         assert store.query("PRAGMA integrity_check")[0][0] == "ok"
-        plan = " ".join(r[3] for r in store.query("EXPLAIN QUERY PLAN SELECT * FROM messages WHERE import_id = 1"))
-    assert "messages_import" in plan
 
 
-def test_successful_bulk_import_rebuilds_the_index(workspace: Workspace, tmp_path: Path) -> None:
-    add_persona(workspace, "alice")
-    import_files(workspace, "alice", [wechat_csv(tmp_path / "big.csv", CHAT * 200)], me="me")
-    assert "messages_import" in indexes(workspace)
+def test_v1_messages_migrate_to_blocks(tmp_path: Path) -> None:
+    db_path = tmp_path / "studio.db"
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.executescript(MIGRATIONS[0])  # type: ignore[arg-type]
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO imports (id, persona_id, path, sha256, format, me) VALUES (1, 'p', 'x', 's', 'wechat', 'me')")
+    rows = [(1, seq, None if seq == 2 else 100.0 + seq, "", "me" if seq % 2 else "bob", "", seq % 2, "text",
+             f"m{seq}", json.dumps({"MsgSvrID": str(seq)}) if seq == 3 else "{}") for seq in range(1, 5001)]
+    conn.executemany("INSERT INTO messages (import_id, seq, ts, chat, speaker, speaker_id, is_me, kind, text, meta)"
+                     " VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+    conn.close()
+    with Store.open(db_path) as store:
+        assert store.version == len(MIGRATIONS)
+        tables = {r[0] for r in store.query("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert "messages" not in tables
+        blocks = list(read_blocks(store.conn, 1))
+    assert [b.first_seq for b in blocks] == [1, 4097]
+    text = [t for b in blocks for t in b.text]
+    assert text == [f"m{seq}" for seq in range(1, 5001)]
+    assert np.isnan(blocks[0].ts[1]) and blocks[0].ts[0] == 101.0
+    assert blocks[0].is_me[:4] == b"\x01\x00\x01\x00"
+    assert blocks[0].meta["MsgSvrID"][:4] == [None, None, "3", None]

@@ -15,7 +15,7 @@ def test_new_store_is_wal_and_migrated(tmp_path: Path) -> None:
         assert store.version == SCHEMA_VERSION >= 1
         assert store.query("PRAGMA journal_mode")[0][0] == "wal"
         tables = {r[0] for r in store.query("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"imports", "messages", "samples", "scores", "edits", "blocked_hits", "chats", "chat_messages",
+    assert {"imports", "message_blocks", "samples", "scores", "edits", "blocked_hits", "chats", "chat_messages",
             "preferences", "dataset_runs"} <= tables
 
 

@@ -6,13 +6,23 @@ IPv6). A cheap pre-check (`_PRECHECK`) skips the big regex for the chat lines th
 hold any of them, which is most. Ordinary numbers (prices, times, years, counts)
 survive: phone patterns need a mobile prefix, a '+' country code or a landline shape; bank
 cards need 13-19 digits starting 2-6 and a valid Luhn sum.
+
+`Redactor.candidates` answers the pre-check for a whole column of texts at once (numpy over
+the joined texts' code points, then the real pre-check on the few texts it flags), for
+make-dataset's block-at-a-time loop.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 PLACEHOLDERS: dict[str, str] = {
     "url": "<URL>",
@@ -57,7 +67,66 @@ _PATTERNS: dict[str, str] = {
 # The alternatives are grouped by their first character (the same strings match): at each
 # position the regex engine then tries one branch per character class instead of eight, which
 # makes this scan, run on every message, about 40% cheaper.
+# `Redactor.candidates` re-implements a looser form of this check in numpy: change it together.
 _PRECHECK = re.compile(r"\d(?:\d{6}|\d\d[ -]\d{4}|\.\d)|\+\d|@|:(?::|[0-9A-Fa-f]{1,4}:)|\.[A-Za-z]")
+
+# Character classes of `_PRECHECK`, one byte per code point (`_precheck_classes`). The four
+# punctuation marks get values of their own above the bit flags, so one `>= _DOT` comparison
+# finds them all (no character is both a mark and a digit or letter).
+_DIGIT, _HEX, _LETTER = 1, 2, 4
+_DOT, _PLUS, _AT, _COLON = 8, 16, 32, 64
+# Zero bytes after the last character, so "the character k after this one" is always an index.
+_PAD = 8
+
+
+def every_char() -> str:
+    """Every code point but the surrogates, in order: `pattern.findall(every_char())` lists
+    exactly the characters a one-character pattern matches, with the regex engine's own rules
+    (Unicode digits, case folding) instead of a re-implementation of them."""
+    import numpy as np
+
+    points = np.concatenate((np.arange(0xD800, dtype="<u4"), np.arange(0xE000, 0x110000, dtype="<u4")))
+    return points.tobytes().decode("utf-32-le")
+
+
+def joined_code_points(texts: Sequence[str]) -> tuple[NDArray[np.unsignedinteger], NDArray[np.intp]]:
+    """The texts joined by "\\x00", as an array of code points (index i of the array is index
+    i of the joined string), and the index of the separator after each text but the last.
+
+    `np.searchsorted(ends, pos)` is the index of the text that holds position `pos`."""
+    import numpy as np
+
+    joined = "\x00".join(texts)
+    raw = joined.encode("utf-16-le", "surrogatepass")
+    if len(raw) == 2 * len(joined):
+        # Nothing beyond the BMP, so each UTF-16 unit is one code point; this encoding is
+        # about 3x cheaper than UTF-32 and halves every array pass after it.
+        codes: NDArray[np.unsignedinteger] = np.frombuffer(raw, "<u2")
+    else:
+        codes = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), "<u4")
+    ends = np.flatnonzero(codes == 0)
+    if len(ends) != len(texts) - 1:
+        # A text holds "\x00" itself, so not every zero is a boundary: take the boundaries
+        # from the lengths instead (a second pass over the texts; chat text practically never
+        # gets here).
+        lengths = np.fromiter(map(len, texts), np.intp, len(texts))
+        ends = np.cumsum(lengths + 1)[:-1] - 1
+    return codes, ends
+
+
+@functools.cache
+def _precheck_classes() -> NDArray[np.uint8]:
+    import numpy as np
+
+    table = np.zeros(0x110000, np.uint8)
+    chars = every_char()
+    for pattern, flag in ((r"\d", _DIGIT), (r"[0-9A-Fa-f]", _HEX), (r"[A-Za-z]", _LETTER)):
+        table[[ord(c) for c in re.findall(pattern, chars)]] |= flag
+    for mark, value in ((".", _DOT), ("+", _PLUS), ("@", _AT), (":", _COLON)):
+        table[ord(mark)] = value
+    return table
+
+
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
 
@@ -111,6 +180,45 @@ class Redactor:
         self._drop = False
         # "Could this text hold anything?" for hot loops; None when every kind is kept.
         self.maybe = _PRECHECK.search if self._re is not None else None
+
+    def candidates(self, texts: Sequence[str]) -> list[int]:
+        """The indices (ascending) of the texts `maybe` is truthy for, i.e.
+        `[i for i, t in enumerate(texts) if self.maybe(t)]`, without a regex call per text.
+
+        numpy flags every position where a `_PRECHECK` alternative could start, looking at
+        that position's neighbours only: a superset of the real matches (the colon test
+        accepts any time, the digit test skips the 4th digit), and the flagged texts (~2% of
+        chat) then get the real `_PRECHECK.search`. Superset, because each alternative's test
+        only reads characters its match consumes:
+          \\d\\d{6}, \\d\\d\\d[ -]\\d{4}   digits at p, p+1, p+2 and p+4
+          \\d\\.\\d                   a '.' with a digit on each side
+          \\+\\d  @  :(?::|hex{1,4}:)  '+' then a digit; '@'; ':' then ':' or a hex digit
+          \\.[A-Za-z]                '.' then an ASCII letter
+        and none of those characters is the "\\x00" between two texts, so a match inside a
+        text is flagged inside that text, and nothing flagged across a boundary survives the
+        real check. `_PRECHECK` has no lookarounds or anchors, which could see past a text's
+        edge."""
+        if self._re is None or not texts:
+            return []
+        import numpy as np
+
+        codes, ends = joined_code_points(texts)
+        n = len(codes)
+        cls = np.zeros(n + _PAD, np.uint8)
+        np.take(_precheck_classes(), codes, out=cls[:n])
+        digit = (cls & _DIGIT).view(np.bool_)
+        run = digit[:-4] & digit[1:-3]
+        run &= digit[2:-2]
+        run &= digit[4:]
+        marks = np.flatnonzero(cls >= _DOT)
+        here, after = cls[marks], cls[marks + 1]
+        before = cls[marks - 1]  # at position 0 this wraps to the (zero) padding
+        ok = (here == _AT) | ((here == _PLUS) & ((after & _DIGIT) != 0))
+        ok |= (here == _COLON) & ((after == _COLON) | ((after & _HEX) != 0))
+        ok |= (here == _DOT) & (((after & _LETTER) != 0) | ((after & before & _DIGIT) != 0))
+        flagged = np.concatenate((np.flatnonzero(run), marks[ok]))
+        search = _PRECHECK.search
+        return [i for i in np.unique(np.searchsorted(ends, flagged)).tolist() if search(texts[i])]
 
     def apply(self, text: str) -> tuple[str | None, dict[str, int]]:
         """Return (new text, or None when a 'drop' kind was found; counts per kind found)."""

@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from persona_studio.bulk import paused_gc
 from persona_studio.clean.blocked import BlockedWords, load_words
 from persona_studio.clean.dedup import Dedup, dumps, sample_hash
 from persona_studio.clean.pii import Redactor
@@ -74,8 +75,8 @@ class _Run:
         self.samples: Counter[str] = Counter()
         self.lengths: list[int] = []
         self.pending: list[tuple[str, Turns, str, str]] = []
-        self.open_hits: dict[tuple[Hashable, int], list[tuple[str, int, str]]] = {}
-        self.hits: list[tuple[str, int, str, str | None]] = []
+        self.open_hits: dict[tuple[Hashable, int], list[tuple[str, tuple[int, int], str]]] = {}
+        self.hits: list[tuple[str, tuple[int, int], str, str | None]] = []
 
     def feed(self, rows: Any, progress: Progress | None, total: int) -> int:
         # The loop runs once per stored message (millions): everything it touches is a local,
@@ -87,22 +88,21 @@ class _Run:
         cut_non_text = self.cut_non_text
         conv_of: dict[int, Hashable] = {}
         n = 0
-        for msg_id, import_id, ts, chat, speaker, is_me, kind, text, meta in rows:
+        for msg_id, import_id, ts, chat, speaker, is_me, kind, text, role, conv in rows:
             n += 1
             if progress is not None and not n & 0x3FFF:
                 progress(n, total)
             key: Hashable = (import_id, chat)
-            if meta is not None:  # `_messages` passes meta only where it names a "conv"
+            if role is not None:  # only generic datasets carry roles
                 # A generic dataset: the source's sample boundaries, not time windows; its
                 # "speakers" are role names, not people, so no `name` on its turns.
-                m = json.loads(meta)
-                key = (import_id, "conv", m.get("conv"))
+                key = (import_id, "conv", conv)
                 speaker = ""
                 prev = conv_of.get(import_id)
                 if prev is not None and prev != key:
                     sess.cut(prev)
                 conv_of[import_id] = key
-                if m.get("role") == "system":
+                if role == "system":
                     skipped["source_system_prompt"] += 1
                     continue
             if kind != "text" and kind != "quote":  # a quote-reply's text is the reply itself
@@ -185,19 +185,21 @@ class _Run:
 
 
 def _messages(db: Any, import_ids: list[int]) -> Any:
-    """Stored messages in import order. One query per import walks the (import_id, seq) index
-    in order; a single query over all imports would sort a million rows in a temp B-tree."""
-    cur = db.cursor()
-    cur.row_factory = None  # plain tuples: a million sqlite3.Row objects cost real time
+    """Stored messages in import order, as (ref, import_id, ts, chat, speaker, is_me, kind,
+    text, role, conv) tuples; `ref` is (import_id, seq), how a blocked-word hit names its message."""
+    from itertools import count, repeat
+
+    from persona_studio.store.blocks import read_blocks
+
     for import_id in import_ids:
-        # meta only where it holds a "conv" (generic datasets): a NULL costs nothing to hand
-        # over, a million '{...}' strings do.
-        yield from cur.execute(
-            "SELECT id, import_id, ts, chat, speaker, is_me, kind, text,"
-            " CASE WHEN instr(meta, '\"conv\"') THEN meta END FROM messages"
-            " WHERE import_id = ? ORDER BY seq",
-            (import_id,),
-        )
+        for b in read_blocks(db, import_id):
+            n = len(b)
+            roles = b.meta.get("role") or repeat(None, n)
+            convs = b.meta.get("conv") or repeat(None, n)
+            ts = [None if t != t else t for t in b.ts.tolist()]  # NaN: no time
+            refs = zip(repeat(import_id, n), count(b.first_seq), strict=False)  # count is endless
+            yield from zip(refs, repeat(import_id, n), ts, b.chat, b.speaker, b.is_me, b.kind, b.text,
+                           roles, convs, strict=True)
 
 
 def make_dataset(ws: Any, persona_id: str, progress: Progress | None = None) -> dict[str, Any]:
@@ -207,12 +209,11 @@ def make_dataset(ws: Any, persona_id: str, progress: Progress | None = None) -> 
     md = ws.settings.make_dataset
     started = time.monotonic()
     store = ws.store()
-    # Bulk work: a 64 MiB page cache keeps the index B-trees in memory (default is 2 MiB).
-    store.conn.execute("PRAGMA cache_size = -65536")
     try:
-        with store.tx() as db:
+        with paused_gc(), store.tx() as db:
             total = db.execute(
-                "SELECT count(*) FROM messages WHERE import_id IN (SELECT id FROM imports WHERE persona_id = ?)",
+                "SELECT coalesce(sum(n), 0) FROM message_blocks"
+                " WHERE import_id IN (SELECT id FROM imports WHERE persona_id = ?)",
                 (persona_id,),
             ).fetchone()[0]
             run_id = db.execute(
@@ -234,9 +235,9 @@ def make_dataset(ws: Any, persona_id: str, progress: Progress | None = None) -> 
             ).rowcount
             db.execute("DELETE FROM blocked_hits WHERE persona_id = ?", (persona_id,))
             db.executemany(
-                "INSERT INTO blocked_hits (persona_id, run_id, word, message_id, text, sample_hash)"
-                " VALUES (?,?,?,?,?,?)",
-                [(persona_id, run_id, w, mid, t, h) for w, mid, t, h in run.hits],
+                "INSERT INTO blocked_hits (persona_id, run_id, word, import_id, seq, text, sample_hash)"
+                " VALUES (?,?,?,?,?,?,?)",
+                [(persona_id, run_id, w, *ref, t, h) for w, ref, t, h in run.hits],
             )
             kept_samples = run.samples["new"] + run.samples["kept"]
             summary: dict[str, Any] = {

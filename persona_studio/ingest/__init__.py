@@ -7,8 +7,9 @@ for message in read(Path("chat.csv"), stats=stats):   # streaming; `Message` fro
     ...
 stats.read, stats.bad, stats.bad_examples, stats.encoding, stats.format
 ```
-`read_rows(path, stats=stats)` is the importer's bulk path: the same records as plain `Row`
-tuples for formats that have one (WeChat CSV), None for the others.
+`read_blocks(path, stats=stats)` is the importer's path: the same records in column Blocks
+(store/blocks.py); WeChat CSV, the format that runs to millions of rows, builds them
+column-wise without a Message per row.
 Whole-file problems (unknown format, binary, truncated JSON, missing CSV columns) raise
 `ImportError_` with one line naming the file and line/record; a single bad record inside a
 good file is counted in `stats.bad` instead.
@@ -19,14 +20,17 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from persona_studio.ingest import discord, generic, qq, telegram, wechat, whatsapp
 from persona_studio.ingest.base import ImportError_, Message
 from persona_studio.ingest.common import ReadStats
 from persona_studio.ingest.encoding import sniff
-from persona_studio.ingest.wechat import Row
 
-__all__ = ["FORMATS", "ImportError_", "Message", "ReadStats", "Row", "detect", "read", "read_rows", "speakers"]
+if TYPE_CHECKING:
+    from persona_studio.store.blocks import Block
+
+__all__ = ["FORMATS", "ImportError_", "Message", "ReadStats", "detect", "read", "read_blocks", "speakers"]
 
 FORMATS: tuple[str, ...] = (
     "wechat", "telegram", "whatsapp", "qq", "discord",
@@ -102,16 +106,16 @@ def read(path: Path, fmt: str = "auto", stats: ReadStats | None = None) -> Itera
     return _messages(path, fmt, encoding, stats)
 
 
-def read_rows(path: Path, fmt: str = "auto", stats: ReadStats | None = None) -> Iterator[Row] | None:
-    """The bulk path for formats that have one (WeChat CSV, the one that runs to millions of
-    rows): the records of `read` as `Row` tuples, meta already JSON. None for other formats;
-    the caller then uses `read` (checks, and so errors, are the same either way)."""
+def read_blocks(path: Path, fmt: str = "auto", stats: ReadStats | None = None) -> Iterator[Block]:
+    """The records of `read` in Blocks (checks, and so errors, are the same either way)."""
+    from persona_studio.store.blocks import blocks_of
+
     path = Path(path)
     stats = stats if stats is not None else ReadStats()
     fmt, encoding = _resolve(path, fmt, stats)
     if fmt == "wechat":
-        return wechat.read_rows(path, encoding, stats)
-    return None
+        return wechat.read_blocks(path, encoding, stats)
+    return blocks_of(_messages(path, fmt, encoding, stats))
 
 
 def speakers(path: Path, fmt: str = "auto") -> list[tuple[str, int]]:

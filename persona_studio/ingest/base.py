@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from persona_studio.errors import UserError
+
+if TYPE_CHECKING:
+    from persona_studio.store.blocks import Block
 
 # What a message is. Only "text" becomes training data; the rest are skipped or cut the
 # conversation (settings: make_dataset.non_text).
@@ -39,3 +43,21 @@ class Message:
 
 class ImportError_(UserError, ValueError):
     """A whole-file failure: one line naming the file and line/record. Nothing is stored."""
+
+
+def messages_of(blocks: Iterable[Block]) -> Iterator[Message]:
+    """The Messages of Blocks, one by one (for callers that want records, not columns)."""
+    import math
+
+    for b in blocks:
+        meta = b.meta
+        role_col, conv_col = meta.get("role"), meta.get("conv")
+        others = [(k, v) for k, v in meta.items() if k not in ("role", "conv")]
+        for i in range(len(b)):
+            ts = float(b.ts[i])
+            yield Message(
+                None if math.isnan(ts) else ts, b.speaker[i], b.text[i], b.kind[i],  # type: ignore[arg-type]
+                b.speaker_id[i], b.chat[i],
+                role=role_col[i] if role_col else None, conv=conv_col[i] if conv_col else None,
+                meta={k: v[i] for k, v in others if v[i] is not None},
+            )

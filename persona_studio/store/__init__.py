@@ -53,9 +53,13 @@ class Store:
 
     def _migrate(self, version: int) -> None:
         for n in range(version, SCHEMA_VERSION):
+            step = MIGRATIONS[n]
             with self.tx() as db:
-                for stmt in _statements(MIGRATIONS[n]):
-                    db.execute(stmt)
+                if callable(step):
+                    step(db)
+                else:
+                    for stmt in _statements(step):
+                        db.execute(stmt)
                 db.execute(f"PRAGMA user_version = {n + 1}")
 
     @property

@@ -1,12 +1,66 @@
 """Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 
-Append new migrations at the end; never edit one that has shipped.
+Append new migrations at the end; never edit one that has shipped. A migration is an SQL
+script, or a function for one that must move data in Python; either runs inside the
+transaction that bumps `user_version`.
 JSON columns hold lists/objects encoded with json.dumps(ensure_ascii=False).
 """
 
 from __future__ import annotations
 
-MIGRATIONS: list[str] = [
+import json
+import sqlite3
+from collections.abc import Callable
+
+_BLOCKS_DDL = """
+    CREATE TABLE message_blocks (
+        id          INTEGER PRIMARY KEY,
+        import_id   INTEGER NOT NULL REFERENCES imports(id) ON DELETE CASCADE,
+        first_seq   INTEGER NOT NULL,
+        n           INTEGER NOT NULL,
+        ts          BLOB NOT NULL,
+        is_me       BLOB NOT NULL,
+        chat        TEXT NOT NULL,
+        speaker     TEXT NOT NULL,
+        speaker_id  TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        text        TEXT NOT NULL,
+        meta        TEXT NOT NULL DEFAULT '{}',
+        UNIQUE (import_id, first_seq)
+    )
+"""
+
+
+def _v2_message_blocks(db: sqlite3.Connection) -> None:
+    """messages (a row per message) -> message_blocks (see store/blocks.py for why)."""
+    import numpy as np
+
+    from persona_studio.store.blocks import INSERT, Block, meta_columns, pack
+
+    db.execute(_BLOCKS_DDL)
+    cur = db.cursor()
+    cur.row_factory = None
+    import_ids = [r[0] for r in cur.execute("SELECT DISTINCT import_id FROM messages ORDER BY import_id")]
+    for import_id in import_ids:
+        rows = cur.execute(
+            "SELECT seq, ts, chat, speaker, speaker_id, is_me, kind, text, meta FROM messages"
+            " WHERE import_id = ? ORDER BY seq", (import_id,)).fetchall()
+        for start in range(0, len(rows), 4096):
+            part = rows[start:start + 4096]
+            seq, ts, chat, speaker, speaker_id, is_me, kind, text, meta = zip(*part, strict=True)
+            block = Block(
+                np.array([np.nan if t is None else t for t in ts], dtype="<f8"),
+                list(chat), list(speaker), list(speaker_id), list(kind), list(text),
+                is_me=bytes(is_me), meta=meta_columns([json.loads(m) for m in meta]), first_seq=seq[0],
+            )
+            db.execute(INSERT, pack(import_id, block))
+    db.execute("DROP TABLE messages")
+    # Hits name the message by its place in its import; message_id pointed into `messages`.
+    db.execute("ALTER TABLE blocked_hits ADD COLUMN import_id INTEGER")
+    db.execute("ALTER TABLE blocked_hits ADD COLUMN seq INTEGER")
+
+
+MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # 1: the whole pipeline, import -> samples -> review -> chat
     """
     CREATE TABLE imports (
@@ -121,4 +175,6 @@ MIGRATIONS: list[str] = [
         created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
     );
     """,
+    # 2: raw messages stored in blocks
+    _v2_message_blocks,
 ]
