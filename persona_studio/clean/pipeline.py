@@ -29,9 +29,10 @@ from persona_studio.bulk import paused_gc
 from persona_studio.clean.blocked import BlockedWords, load_words
 from persona_studio.clean.dedup import Dedup, dumps, sample_hash
 from persona_studio.clean.pii import Redactor
-from persona_studio.clean.sessionize import Rules, Sessionizer, Turns
+from persona_studio.clean.sessionize import Rules, Sessionizer
 from persona_studio.clean.tokens import TokenCounter, report
 from persona_studio.importer import check_persona
+from persona_studio.ingest.generic import NAMES as GENERIC_FORMATS
 
 Progress = Callable[[int, int | None], None]
 
@@ -74,11 +75,11 @@ class _Run:
         self.word_hits: Counter[str] = Counter()
         self.samples: Counter[str] = Counter()
         self.lengths: list[int] = []
-        self.pending: list[tuple[str, Turns, str, str]] = []
+        self.pending: list[tuple[str, list[str], str, str]] = []  # (hash, turn contents, JSON, chat)
         self.open_hits: dict[tuple[Hashable, int], list[tuple[str, tuple[int, int], str]]] = {}
         self.hits: list[tuple[str, tuple[int, int], str, str | None]] = []
 
-    def feed(self, rows: Any, progress: Progress | None, total: int) -> int:
+    def feed(self, rows: Any, progress: Progress | None, total: int, done: int = 0) -> int:
         # The loop runs once per stored message (millions): everything it touches is a local,
         # and the usual message (text, no blocked word, no PII) costs two C-level regex scans.
         sess, blocked, redactor, skipped = self.sess, self.blocked, self.redactor, self.skipped
@@ -91,7 +92,7 @@ class _Run:
         for msg_id, import_id, ts, chat, speaker, is_me, kind, text, role, conv in rows:
             n += 1
             if progress is not None and not n & 0x3FFF:
-                progress(n, total)
+                progress(done + n, total)
             key: Hashable = (import_id, chat)
             if role is not None:  # only generic datasets carry roles
                 # A generic dataset: the source's sample boundaries, not time windows; its
@@ -137,45 +138,71 @@ class _Run:
                 self.drain()
         sess.close_all()
         self.drain()
-        self.flush()
         for hits in self.open_hits.values():  # conversations that produced no turns at all
             self.hits.extend((w, mid, t, None) for w, mid, t in hits)
+        self.open_hits.clear()
         if progress is not None:
-            progress(n, total)
+            progress(done + n, total)
         return n
 
     def drain(self) -> None:
         for key, serial, samples in self.sess.done:
-            first: str | None = None
             chat = key[1] if isinstance(key, tuple) and len(key) == 2 else ""
-            for turns in samples:
-                encoded = dumps(turns)
-                raw = sample_hash(self.system, encoded)
-                h = self.dedup.check(raw)
-                first = first or h or raw  # a duplicate's hits point at the sample it duplicates
-                if h is None:
-                    self.samples["duplicates_dropped"] += 1
-                    continue
-                self.pending.append((h, turns, encoded, chat))
-            hits = self.open_hits.pop((key, serial), None)
-            if hits:
-                self.hits.extend((w, mid, t, first) for w, mid, t in hits)
+            encoded = [(dumps(turns), [t["content"] for t in turns]) for turns in samples]
+            self.accept(chat, encoded, self.open_hits.pop((key, serial), None) or [])
         self.sess.done.clear()
+
+    def accept(self, chat: str, samples: list[tuple[str, list[str]]], hits: list[Any]) -> None:
+        """One closed conversation: its samples (turns JSON, turn contents) and blocked-word
+        hits. Both sessionizers end here, so dedup and storage are one code path."""
+        first: str | None = None
+        for encoded, contents in samples:
+            raw = sample_hash(self.system, encoded)
+            h = self.dedup.check(raw)
+            first = first or h or raw  # a duplicate's hits point at the sample it duplicates
+            if h is None:
+                self.samples["duplicates_dropped"] += 1
+                continue
+            self.pending.append((h, contents, encoded, chat))
+        if hits:
+            self.hits.extend((w, ref, t, first) for w, ref, t in hits)
         if len(self.pending) >= _BATCH:
             self.flush()
+
+    def feed_import(self, db: Any, import_id: int, columnar: bool, progress: Progress | None,
+                    done: int, total: int) -> int:
+        """Clean one import's messages; returns how many were read. Conversations end with
+        their import. Chat exports take the column path; generic datasets (their own sample
+        boundaries and roles, rarely big) the message-by-message one."""
+        from persona_studio.store.blocks import read_blocks
+
+        if not columnar:
+            return self.feed(_messages(db, [import_id]), progress, total, done)
+        from persona_studio.clean.columnar import ColumnarSessionizer
+
+        cs = ColumnarSessionizer(self.sess, self.blocked, self.redactor, self.cut_non_text, self.skipped,
+                                 self.word_hits, self.redacted, self.pii_dropped, self.accept)
+        n = done
+        for b in read_blocks(db, import_id):
+            cs.feed(b, import_id)
+            n += len(b)
+            if progress is not None:
+                progress(n, total)
+        cs.finish()
+        return n - done
 
     def flush(self) -> None:
         if not self.pending:
             return
-        lens = self.tokens.count([(self.system, turns) for _, turns, _, _ in self.pending])
+        lens = self.tokens.count([(self.system, contents) for _, contents, _, _ in self.pending])
         self.lengths.extend(lens)
         rows = []
         existing = self.existing
         new = 0
-        for (h, turns, encoded, chat), n_tok in zip(self.pending, lens, strict=True):
+        for (h, contents, encoded, chat), n_tok in zip(self.pending, lens, strict=True):
             new += h not in existing
             rows.append((
-                self.persona_id, self.run_id, h, self.system, encoded, len(turns), n_tok,
+                self.persona_id, self.run_id, h, self.system, encoded, len(contents), n_tok,
                 dumps({"chat": chat}) if chat else "{}",
             ))
         self.samples["new"] += new
@@ -209,6 +236,8 @@ def make_dataset(ws: Any, persona_id: str, progress: Progress | None = None) -> 
     md = ws.settings.make_dataset
     started = time.monotonic()
     store = ws.store()
+    # Bulk work: a 64 MiB page cache keeps the samples' B-trees in memory (default is 2 MiB).
+    store.conn.execute("PRAGMA cache_size = -65536")
     try:
         with paused_gc(), store.tx() as db:
             total = db.execute(
@@ -226,9 +255,14 @@ def make_dataset(ws: Any, persona_id: str, progress: Progress | None = None) -> 
                 )
             }
             run = _Run(ws, persona_id, system, existing, run_id, db)
-            import_ids = [r[0] for r in db.execute(
-                "SELECT id FROM imports WHERE persona_id = ? ORDER BY id", (persona_id,))]
-            read = run.feed(_messages(db, import_ids), progress, total)
+            read = 0
+            for import_id, fmt in db.execute(
+                "SELECT id, format FROM imports WHERE persona_id = ? ORDER BY id", (persona_id,)
+            ).fetchall():
+                read += run.feed_import(db, import_id, fmt not in GENERIC_FORMATS, progress, read, total)
+            run.flush()
+            if progress is not None:
+                progress(read, total)
             removed = db.execute(
                 "DELETE FROM samples WHERE persona_id = ? AND source = 'import' AND (run_id IS NULL OR run_id != ?)",
                 (persona_id, run_id),
