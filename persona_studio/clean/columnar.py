@@ -17,7 +17,7 @@ window are carried, as their events, into the next one, so memory stays one wind
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from json.encoder import encode_basestring  # type: ignore[attr-defined]  # the C encoder
 from typing import Any
 
@@ -257,66 +257,78 @@ class ColumnarSessionizer:
         ac, ar = conv[adds], r[adds]
         new_turn = np.ones(len(adds), dtype=bool)
         new_turn[1:] = (ac[1:] != ac[:-1]) | (ar[1:] != ar[:-1])
-        bounds = np.flatnonzero(new_turn).tolist() + [len(adds)]
-        src = order[adds].tolist()
-        text, speaker, sep = ev.text, ev.speaker, self.rules.separator
-        turns_of: dict[int, list[tuple[bool, str, str]]] = {}
-        ac_l, ar_l, closed_l = ac.tolist(), ar.tolist(), closed.tolist()
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-            c = ac_l[a]
-            if not closed_l[c]:
-                continue
-            is_me = ar_l[a]
-            if b - a == 1:  # most turns are one message
-                i = src[a]
-                content, name = text[i], ("" if is_me else speaker[i])
-            else:
-                idx = src[a:b]
-                names = [speaker[i] for i in idx]
-                if not is_me and len(set(names)) > 1:
-                    content = sep.join([f"{s}: {text[i]}" for s, i in zip(names, idx, strict=True)])
-                    name = ""
+        t_first = np.flatnonzero(new_turn)
+        t_conv, t_me = ac[t_first], ar[t_first]
+        keep = closed[t_conv]
+        t_len = np.diff(np.r_[t_first, len(adds)])
+        t_first, t_conv, t_me, t_len = t_first[keep], t_conv[keep], t_me[keep], t_len[keep]
+        src = order[adds]
+        text = np.array(ev.text, dtype=object)
+        speaker = np.array(ev.speaker, dtype=object)
+        first_src = src[t_first]
+        contents = text[first_src]
+        names = np.where(t_me, "", speaker[first_src])
+        sep = self.rules.separator
+        multi = np.flatnonzero(t_len > 1)
+        if len(multi):  # turns of several messages: join them (plain lists: numpy per item is slow)
+            src_l, text_l, speaker_l = src.tolist(), ev.text, ev.speaker
+            for j, a, n, me in zip(multi.tolist(), t_first[multi].tolist(), t_len[multi].tolist(),
+                                   t_me[multi].tolist(), strict=True):
+                idx = src_l[a:a + n]
+                who = [speaker_l[i] for i in idx]
+                if not me and len(set(who)) > 1:
+                    contents[j] = sep.join([f"{s}: {text_l[i]}" for s, i in zip(who, idx, strict=True)])
+                    names[j] = ""
                 else:
-                    content = sep.join([text[i] for i in idx])
-                    name = "" if is_me else names[0]
-            turns = turns_of.get(c)
-            if turns is None:
-                turns_of[c] = [(is_me, content, name)]
-            else:
-                turns.append((is_me, content, name))
-        chats = self.chats
-        for c in np.flatnonzero(closed).tolist():
-            turns = turns_of.get(c)
+                    contents[j] = sep.join([text_l[i] for i in idx])
+        # Each turn's JSON as dedup.dumps writes it (a comprehension beats numpy object arrays here)
+        eb = encode_basestring
+        frag = [
+            f'{{"role": "assistant", "content": {eb(c)}}}' if me
+            else f'{{"role": "user", "content": {eb(c)}, "name": {eb(nm)}}}' if nm
+            else f'{{"role": "user", "content": {eb(c)}}}'
+            for c, nm, me in zip(contents.tolist(), names.tolist(), t_me.tolist(), strict=True)
+        ]
+        self._emit_convs(np.flatnonzero(closed), t_conv, t_me, contents, names, frag,
+                         close_at, first_pos, chat_of, hits_of)
+
+    def _emit_convs(self, convs: np.ndarray, t_conv: np.ndarray, t_me: np.ndarray, contents: np.ndarray,
+                    names: np.ndarray, frag: list[str], close_at: np.ndarray, first_pos: np.ndarray,
+                    chat_of: np.ndarray, hits_of: dict[int, list[Any]]) -> None:
+        """Samples of each conversation, decided with array arithmetic for the usual case (short,
+        every turn in bounds: kept whole less its trailing user turns); the rest one by one."""
+        r, counts = self.rules, self.sess.counts
+        n_turns = len(t_conv)
+        start = np.searchsorted(t_conv, convs, side="left")
+        end = np.searchsorted(t_conv, convs, side="right")
+        lens = np.fromiter(map(len, contents.tolist()), dtype=np.int64, count=n_turns)
+        bad = np.r_[0, np.cumsum((lens < r.min_chars) | (lens > r.max_chars))]
+        in_bounds = bad[end] == bad[start]
+        # index past the last assistant turn of each conversation (= start when there is none)
+        idx = np.arange(n_turns)
+        last_me = np.r_[-1, np.maximum.accumulate(np.where(t_me, idx, -1))]
+        reply_end = np.maximum(last_me[end] + 1, start)
+        simple = in_bounds & (end - start <= r.max_turns)
+        chats, contents_l = self.chats, contents.tolist()
+        for c, s, e, re_, ok in zip(convs.tolist(), start.tolist(), end.tolist(), reply_end.tolist(),
+                                    simple.tolist(), strict=True):
             hits = hits_of.get(c, [])
-            if turns is None:
+            if s == e:
                 if hits:  # only removed messages: Sessionizer never closes it, hits tie to nothing
                     self.orphans.append((float(first_pos[c]), hits))
                 continue
-            self.closing.append((float(close_at[c]), float(first_pos[c]), chats[int(chat_of[c])],
-                                 self._samples(turns), hits))
-
-    def _samples(self, turns: list[tuple[bool, str, str]]) -> list[Sample]:
-        r = self.rules
-        if len(turns) <= r.max_turns:
-            # Short enough and every turn in bounds (most conversations): Sessionizer keeps it
-            # whole, less its trailing user turns (no reply), and drops it if no reply is left.
-            lo, hi = r.min_chars, r.max_chars
-            for _, content, _ in turns:
-                if not lo <= len(content) <= hi:
-                    break
+            if ok:
+                if re_ < e:
+                    counts["trailing_user_turn"] += e - re_
+                if re_ == s:
+                    counts["no_reply"] += 1
+                    samples: list[Sample] = []
+                else:
+                    samples = [("[" + ", ".join(frag[s:re_]) + "]", contents_l[s:re_])]
             else:
-                end = len(turns)
-                while end and not turns[end - 1][0]:
-                    end -= 1
-                if end < len(turns):
-                    self.sess.counts["trailing_user_turn"] += len(turns) - end
-                    if not end:
-                        self.sess.counts["no_reply"] += 1
-                        return []
-                    turns = turns[:end]
-                return [_encode(turns)]
-        dicts = [_turn_dict(t) for t in turns]
-        return [(_dumps(s), [t["content"] for t in s]) for s in self.sess._samples(dicts)]
+                turns = [_turn_dict((bool(t_me[i]), contents_l[i], names[i])) for i in range(s, e)]
+                samples = [(_dumps(x), [t["content"] for t in x]) for x in self.sess._samples(turns)]
+            self.closing.append((float(close_at[c]), float(first_pos[c]), chats[int(chat_of[c])], samples, hits))
 
 
 def _turn_dict(t: tuple[bool, str, str]) -> dict[str, Any]:
@@ -325,21 +337,6 @@ def _turn_dict(t: tuple[bool, str, str]) -> dict[str, Any]:
     if name:
         d["name"] = name
     return d
-
-
-def _encode(turns: Iterable[tuple[bool, str, str]]) -> Sample:
-    """The JSON `dedup.dumps` writes for these turns, built from C-encoded strings."""
-    parts = []
-    contents = []
-    for is_me, content, name in turns:
-        contents.append(content)
-        if is_me:
-            parts.append(f'{{"role": "assistant", "content": {encode_basestring(content)}}}')
-        elif name:
-            parts.append(f'{{"role": "user", "content": {encode_basestring(content)}, "name": {encode_basestring(name)}}}')
-        else:
-            parts.append(f'{{"role": "user", "content": {encode_basestring(content)}}}')
-    return "[" + ", ".join(parts) + "]", contents
 
 
 def _dumps(obj: Any) -> str:

@@ -37,9 +37,11 @@ from persona_studio.ingest.generic import NAMES as GENERIC_FORMATS
 Progress = Callable[[int, int | None], None]
 
 _BATCH = 2000
+# created_at is passed (one value per run): the column default, strftime('now') evaluated per
+# row, costs ~1 µs a sample.
 _UPSERT = (
-    "INSERT INTO samples (persona_id, run_id, hash, system, turns, n_turns, n_tokens, source, status, meta)"
-    " VALUES (?,?,?,?,?,?,?,'import','pending',?)"
+    "INSERT INTO samples (persona_id, run_id, hash, system, turns, n_turns, n_tokens, source, status, meta,"
+    " created_at) VALUES (?,?,?,?,?,?,?,'import','pending',?,?)"
     " ON CONFLICT(persona_id, hash) DO UPDATE SET run_id = excluded.run_id"
 )
 
@@ -69,6 +71,7 @@ class _Run:
         self.sess = Sessionizer(Rules.from_settings(md))
         self.dedup = Dedup(md.dedup)
         self.tokens = TokenCounter(ws.settings.model.name_or_path, ws.settings.model.trust_remote_code)
+        self.created_at = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
         self.skipped: Counter[str] = Counter()
         self.redacted: Counter[str] = Counter()
         self.pii_dropped: Counter[str] = Counter()
@@ -203,7 +206,7 @@ class _Run:
             new += h not in existing
             rows.append((
                 self.persona_id, self.run_id, h, self.system, encoded, len(contents), n_tok,
-                dumps({"chat": chat}) if chat else "{}",
+                dumps({"chat": chat}) if chat else "{}", self.created_at,
             ))
         self.samples["new"] += new
         self.samples["kept"] += len(rows) - new
