@@ -90,7 +90,7 @@ def every_char() -> str:
 
 
 def joined_code_points(texts: Sequence[str]) -> tuple[NDArray[np.unsignedinteger], NDArray[np.intp]]:
-    """The texts joined by "\\x00", as an array of code points (index i of the array is index
+    r"""The texts joined by "\x00", as an array of code points (index i of the array is index
     i of the joined string), and the index of the separator after each text but the last.
 
     `np.searchsorted(ends, pos)` is the index of the text that holds position `pos`."""
@@ -112,6 +112,22 @@ def joined_code_points(texts: Sequence[str]) -> tuple[NDArray[np.unsignedinteger
         lengths = np.fromiter(map(len, texts), np.intp, len(texts))
         ends = np.cumsum(lengths + 1)[:-1] - 1
     return codes, ends
+
+
+def lookup(table: NDArray[np.generic], codes: NDArray[np.unsignedinteger], pad: int = 0) -> NDArray[np.generic]:
+    """`table[codes]`, followed by `pad` zeros.
+
+    In slices: numpy first widens the indices to intp (8 bytes each), and for a whole block
+    (~100 MB of them) that costs as much again as the lookup; slices that stay in the CPU
+    cache make the whole pass about 2x faster."""
+    import numpy as np
+
+    out = np.zeros(len(codes) + pad, table.dtype)
+    step = 1 << 18
+    for i in range(0, len(codes), step):
+        part = codes[i:i + step]
+        np.take(table, part, out=out[i:i + len(part)])
+    return out
 
 
 @functools.cache
@@ -182,30 +198,28 @@ class Redactor:
         self.maybe = _PRECHECK.search if self._re is not None else None
 
     def candidates(self, texts: Sequence[str]) -> list[int]:
-        """The indices (ascending) of the texts `maybe` is truthy for, i.e.
+        r"""The indices (ascending) of the texts `maybe` is truthy for, i.e.
         `[i for i, t in enumerate(texts) if self.maybe(t)]`, without a regex call per text.
 
-        numpy flags every position where a `_PRECHECK` alternative could start, looking at
-        that position's neighbours only: a superset of the real matches (the colon test
-        accepts any time, the digit test skips the 4th digit), and the flagged texts (~2% of
-        chat) then get the real `_PRECHECK.search`. Superset, because each alternative's test
-        only reads characters its match consumes:
-          \\d\\d{6}, \\d\\d\\d[ -]\\d{4}   digits at p, p+1, p+2 and p+4
-          \\d\\.\\d                   a '.' with a digit on each side
-          \\+\\d  @  :(?::|hex{1,4}:)  '+' then a digit; '@'; ':' then ':' or a hex digit
-          \\.[A-Za-z]                '.' then an ASCII letter
-        and none of those characters is the "\\x00" between two texts, so a match inside a
-        text is flagged inside that text, and nothing flagged across a boundary survives the
-        real check. `_PRECHECK` has no lookarounds or anchors, which could see past a text's
-        edge."""
+        numpy flags every position where a `_PRECHECK` alternative could start by looking at
+        its neighbours only, which is looser than the regex (any "12:30" passes the colon
+        test, "1234 5" the digit test): the few flagged texts (~2% of chat) then get the real
+        `_PRECHECK.search`, so the result is exact as long as every real match is flagged.
+        It is, because each test reads only characters that its alternative's match consumes:
+          \d\d{6}, \d\d\d[ -]\d{4}     digits at p, p+1, p+2 and p+4
+          \d\.\d                       a '.' with a digit on each side
+          \+\d   @   :(?::|[0-9A-Fa-f]{1,4}:)   '+' then a digit; '@'; ':' then ':' or hex
+          \.[A-Za-z]                   a '.' then an ASCII letter
+        and the "\x00" between two texts is none of those characters, so a match inside a
+        text is flagged at a position inside that text (and a flag spanning a boundary is
+        only a false alarm). `_PRECHECK` has no lookarounds or anchors that could see past a
+        text's edge: `search` on the text alone matches wherever the joined scan does."""
         if self._re is None or not texts:
             return []
         import numpy as np
 
         codes, ends = joined_code_points(texts)
-        n = len(codes)
-        cls = np.zeros(n + _PAD, np.uint8)
-        np.take(_precheck_classes(), codes, out=cls[:n])
+        cls = lookup(_precheck_classes(), codes, _PAD)
         digit = (cls & _DIGIT).view(np.bool_)
         run = digit[:-4] & digit[1:-3]
         run &= digit[2:-2]
