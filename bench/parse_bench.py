@@ -4,8 +4,9 @@
 
 Writes an N-message WeChat-style CSV (multi-line messages, mixed types, a group chat) into a
 temp dir, then times (a) iterating `csv.reader` over it and (b) `ingest.read`, printing
-messages/s for each and the ratio. The ratio is the number to watch; absolute speeds depend
-on the machine.
+messages/s for each and the ratio, and (c) `ingest.read_blocks`, the column Blocks the
+importer stores (`read` turns those into one Message per row). The ratios are the numbers to
+watch; absolute speeds depend on the machine.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from persona_studio.ingest import ReadStats, read  # noqa: E402
+from persona_studio.bulk import paused_gc  # noqa: E402
+from persona_studio.ingest import ReadStats, read, read_blocks  # noqa: E402
 
 HEADER = ["id", "MsgSvrID", "type_name", "is_sender", "talker", "room_name", "msg", "src", "CreateTime", "is_forward"]
 TYPES = ["文本"] * 8 + ["图片", "动画表情", "引用回复", "语音"]
@@ -66,10 +68,16 @@ def main() -> int:
         count = sum(1 for _ in read(path, stats=stats))
         ours = time.perf_counter() - t0
 
-    assert rows == count == args.n, (rows, count, stats)
-    print(f"csv.reader bare : {bare:7.2f}s  {rows / bare:12,.0f} msg/s")
-    print(f"ingest.read     : {ours:7.2f}s  {count / ours:12,.0f} msg/s  (bad={stats.bad}, encoding={stats.encoding})")
-    print(f"ratio ingest/bare: {ours / bare:.2f}x")
+        t0 = time.perf_counter()
+        with paused_gc():  # as the importer runs it
+            in_blocks = sum(len(b) for b in read_blocks(path))
+        blocks = time.perf_counter() - t0
+
+    assert rows == count == in_blocks == args.n, (rows, count, in_blocks, stats)
+    print(f"csv.reader bare    : {bare:7.2f}s  {rows / bare:12,.0f} msg/s")
+    print(f"ingest.read        : {ours:7.2f}s  {count / ours:12,.0f} msg/s  (bad={stats.bad}, encoding={stats.encoding})")
+    print(f"ingest.read_blocks : {blocks:7.2f}s  {in_blocks / blocks:12,.0f} msg/s")
+    print(f"ratio read/bare: {ours / bare:.2f}x, read_blocks/bare: {blocks / bare:.2f}x")
     return 0
 
 

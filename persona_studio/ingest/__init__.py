@@ -120,5 +120,7 @@ def read_blocks(path: Path, fmt: str = "auto", stats: ReadStats | None = None) -
 
 def speakers(path: Path, fmt: str = "auto") -> list[tuple[str, int]]:
     """(speaker, message count), most messages first (ties keep first-seen order)."""
-    counts = Counter(m.speaker for m in read(path, fmt))
+    counts: Counter[str] = Counter()
+    for block in read_blocks(path, fmt):
+        counts.update(block.speaker)
     return counts.most_common()

@@ -47,17 +47,19 @@ class ImportError_(UserError, ValueError):
 
 def messages_of(blocks: Iterable[Block]) -> Iterator[Message]:
     """The Messages of Blocks, one by one (for callers that want records, not columns)."""
-    import math
+    from itertools import repeat
 
     for b in blocks:
+        n = len(b)
         meta = b.meta
-        role_col, conv_col = meta.get("role"), meta.get("conv")
-        others = [(k, v) for k, v in meta.items() if k not in ("role", "conv")]
-        for i in range(len(b)):
-            ts = float(b.ts[i])
+        roles = meta.get("role") or repeat(None, n)
+        convs = meta.get("conv") or repeat(None, n)
+        names = [k for k in meta if k not in ("role", "conv")]
+        rows = zip(*(meta[k] for k in names), strict=True) if names else repeat((), n)
+        for ts, speaker, text, kind, speaker_id, chat, role, conv, values in zip(
+            b.ts.tolist(), b.speaker, b.text, b.kind, b.speaker_id, b.chat, roles, convs, rows, strict=True
+        ):
             yield Message(
-                None if math.isnan(ts) else ts, b.speaker[i], b.text[i], b.kind[i],  # type: ignore[arg-type]
-                b.speaker_id[i], b.chat[i],
-                role=role_col[i] if role_col else None, conv=conv_col[i] if conv_col else None,
-                meta={k: v[i] for k, v in others if v[i] is not None},
+                None if ts != ts else ts, speaker, text, kind, speaker_id, chat, role, conv,  # NaN: no time
+                {k: v for k, v in zip(names, values, strict=True) if v is not None} if names else {},
             )
