@@ -5,7 +5,11 @@ text is the reply) are skipped or cut the conversation; blocked
 words remove the message (each hit recorded in blocked_hits); PII is redacted, or the message
 dropped, per kind; what is left is sessionized into conversations and samples (see
 sessionize.py). Each sample gets the persona card's system prompt, is deduplicated by hash
-and counted in tokens.
+and counted in tokens. Conversations end with their import.
+
+Two paths give the same result: chat exports go through clean/columnar.py (numpy over blocks
+of messages, the one that handles millions), generic datasets — which carry their own roles
+and sample boundaries — through the message-by-message loop here. A test holds them equal.
 
 Re-runnable: samples are upserted by (persona_id, hash). A sample generated again keeps its
 row — status, review edits, scores. Import samples no longer generated are deleted. One
