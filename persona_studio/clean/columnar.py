@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from json.encoder import encode_basestring  # type: ignore[attr-defined]  # the C encoder
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ from persona_studio.clean.sessionize import Sessionizer
 from persona_studio.store.blocks import Block
 
 ADD, TOUCH, CUT = 0, 1, 2
-WINDOW = 1 << 18  # messages per window: arrays of this size cost a few MB
+WINDOW = 1 << 16  # messages per window: ~60 MB of Python objects at most
 
 # One finished conversation: (chat, samples, hits); a sample is (turns JSON, turn contents).
 Sample = tuple[str, list[str]]
@@ -53,10 +54,13 @@ class _Events:
             return
         for name in ("pos", "key", "ts", "etype", "me"):
             getattr(self, name).append(np.concatenate(getattr(other, name))[take])
-        idx = take.tolist()
-        self.speaker.extend([other.speaker[i] for i in idx])
-        self.text.extend([other.text[i] for i in idx])
-        self.hits.extend([other.hits[i] for i in idx])
+        if len(take) == len(other):  # everything, in order (a new block)
+            self.speaker.extend(other.speaker)
+            self.text.extend(other.text)
+            self.hits.extend(other.hits)
+            return
+        for mine, theirs in ((self.speaker, other.speaker), (self.text, other.text), (self.hits, other.hits)):
+            mine.extend(_pick(theirs, take.tolist()))
 
     def __len__(self) -> int:
         return len(self.text)
@@ -152,9 +156,7 @@ class ColumnarSessionizer:
         if len(take) == n:
             ev.speaker, ev.text, ev.hits = b.speaker, texts, hits
         else:
-            ev.speaker = [b.speaker[i] for i in take]
-            ev.text = [texts[i] for i in take]
-            ev.hits = [hits[i] for i in take]
+            ev.speaker, ev.text, ev.hits = _pick(b.speaker, take), _pick(texts, take), _pick(hits, take)
         return ev
 
     # -- per window: conversations and turns ---------------------------------------------------
@@ -329,6 +331,13 @@ class ColumnarSessionizer:
                 turns = [_turn_dict((bool(t_me[i]), contents_l[i], names[i])) for i in range(s, e)]
                 samples = [(_dumps(x), [t["content"] for t in x]) for x in self.sess._samples(turns)]
             self.closing.append((float(close_at[c]), float(first_pos[c]), chats[int(chat_of[c])], samples, hits))
+
+
+def _pick(items: list[Any], idx: list[int]) -> list[Any]:
+    """items[i] for i in idx, at C speed (itemgetter returns a bare item for one index)."""
+    if len(idx) > 1:
+        return list(itemgetter(*idx)(items))
+    return [items[i] for i in idx]
 
 
 def _turn_dict(t: tuple[bool, str, str]) -> dict[str, Any]:

@@ -158,10 +158,11 @@ class _Columns:
         text = list(map(itemgetter(self.i_msg), rows))
         if "\r" in "".join(text):  # quoted newlines keep the file's CRLF; messages use "\n"
             text = [t.replace("\r\n", "\n") for t in text]
-        speaker = [ME if s == "1" else t for s, t in zip(sender, talker, strict=True)]
-        speaker_id = [_ME_ID if s == "1" else t for s, t in zip(sender, talker, strict=True)]
+        # dict.get(sender, talker) mapped over two columns: "me" for "1", else the talker (C speed)
+        speaker = list(map({"1": ME}.get, sender, talker))
+        speaker_id = list(map({"1": _ME_ID}.get, sender, talker))
         chat = list(map(itemgetter(self.i_room), rows)) if self.i_room is not None else [""] * len(rows)
-        meta: dict[str, list[Any]] = {"is_sender": list(map(int, sender))}
+        meta: dict[str, list[Any]] = {"is_sender": list(map(_SENDER.__getitem__, sender))}
         if self.i_svr is not None:
             svr = list(map(itemgetter(self.i_svr), rows))
             if "" in svr:
@@ -223,6 +224,7 @@ class _Columns:
 
 
 _ME_ID = "is_sender:1"
+_SENDER = {"0": 0, "1": 1}
 _STAMP = "0000-00-00 00:00:00"
 
 
