@@ -8,6 +8,8 @@ numbers) under bench/out/, then times, in this one process:
   baseline  csv.reader over the file, touching every row (the least any importer must do)
   import    persona-studio's importer: sniff, parse, normalise, one transaction into SQLite
   clean     make-dataset: sessionize, PII, blocked words, dedup, token estimate, upsert samples
+and, for scale, one floor: storing the samples make-dataset produced, and nothing else, into a
+fresh store (the same INSERT, no cleaning) — work any design that keeps samples in SQLite does.
 Goal: import + clean under 20 s, within 3x the baseline, peak RSS under 1 GB.
 """
 
@@ -91,6 +93,25 @@ def bare_parse(path: Path) -> int:
     return n
 
 
+def store_floor(ws: object, path: Path) -> Timer:
+    """Time inserting the finished samples, read back from `ws`, into a new store."""
+    from persona_studio.clean.pipeline import _UPSERT
+    from persona_studio.store import Store
+
+    with ws.store() as store:  # type: ignore[attr-defined]
+        rows = [tuple(r) for r in store.query(
+            "SELECT persona_id, run_id, hash, system, turns, n_turns, n_tokens, meta, created_at FROM samples")]
+    from persona_studio.bulk import paused_gc
+
+    with Store.open(path) as fresh:
+        fresh.conn.execute("PRAGMA cache_size = -65536")  # as make-dataset runs it
+        with fresh.tx() as db:
+            db.execute("INSERT INTO dataset_runs (id, persona_id) VALUES (?, 'bench')", (rows[0][1],))
+        with Timer() as t, paused_gc(), fresh.tx() as db:
+            db.executemany(_UPSERT, rows)
+    return t
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=1_000_000, help="messages to generate (default 1,000,000)")
@@ -125,6 +146,7 @@ def main() -> int:
             imp = import_files(ws, "bench", [csv_path], "me")
         with Timer() as t_md:
             md = make_dataset(ws, "bench")
+        t_floor = store_floor(ws, tmp / "floor.db")
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -137,6 +159,8 @@ def main() -> int:
         print(f"{name:20}{t.wall:8.2f}{t.cpu:8.2f}{n / t.wall:14,.0f}")
     print(f"{'end to end':20}{wall:8.2f}{cpu:8.2f}{n / wall:14,.0f}   (goal < 20 s)")
     print(f"ratio vs bare parse  wall {wall / base.wall:.1f}x, cpu {cpu / base.cpu:.1f}x   (goal <= 3x)")
+    print(f"floor: store samples{t_floor.wall:8.2f}{t_floor.cpu:8.2f}   ({t_floor.wall / base.wall:.1f}x the bare parse "
+          "by itself: inserting make-dataset's output into a fresh store)")
     print(f"peak RSS            {peak:,.0f} MB (before the timed part: {base_mb:,.0f} MB; goal < 1024 MB)")
     print(f"load average        {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
     return 0
