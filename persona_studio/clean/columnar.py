@@ -28,11 +28,12 @@ from persona_studio.clean.sessionize import Sessionizer
 from persona_studio.store.blocks import Block
 
 ADD, TOUCH, CUT = 0, 1, 2
+_TEXT_KINDS = frozenset({"text", "quote"})
 WINDOW = 1 << 16  # messages per window: ~60 MB of Python objects at most
 
-# One finished conversation: (chat, samples, hits); a sample is (turns JSON, turn contents).
+# Finished conversations, in close order: (chat, samples, hits); a sample is (turns JSON, turn contents).
 Sample = tuple[str, list[str]]
-Emit = Callable[[str, list[Sample], list[tuple[str, tuple[int, int], str]]], None]
+Emit = Callable[[list[tuple[str, list[Sample], list[tuple[str, tuple[int, int], str]]]]], None]
 
 
 class _Events:
@@ -102,13 +103,12 @@ class ColumnarSessionizer:
         keep = np.ones(n, dtype=bool)
         etype = np.full(n, ADD, dtype=np.int8)
         if kinds.count("text") + kinds.count("quote") != n:  # a quote-reply's text is the reply
-            for i, k in enumerate(kinds):
-                if k != "text" and k != "quote":
-                    skipped[f"non_text:{k}"] += 1
-                    if self.cut_non_text:
-                        etype[i] = CUT
-                    else:
-                        keep[i] = False
+            other = np.flatnonzero(~np.fromiter(map(_TEXT_KINDS.__contains__, kinds), dtype=bool, count=n))
+            skipped.update([f"non_text:{k}" for k in _pick(kinds, other.tolist())])
+            if self.cut_non_text:
+                etype[other] = CUT
+            else:
+                keep[other] = False
         texts = list(map(str.strip, b.text))
         lens = np.fromiter(map(len, texts), dtype=np.int64, count=n)
         for i in np.flatnonzero((lens == 0) & (etype == ADD) & keep).tolist():
@@ -183,13 +183,11 @@ class ColumnarSessionizer:
                 self.pending.extend(ev, carry)
             self._convs(ev, order, pos, conv, e, r, k, open_conv, final)
         self.closing.sort(key=lambda c: (c[0], c[1]))
-        for _, _, chat, samples, hits in self.closing:
-            self.emit(chat, samples, hits)
+        self.emit([(chat, samples, hits) for _, _, chat, samples, hits in self.closing])
         self.closing.clear()
         if final:
             self.orphans.sort(key=lambda o: o[0])
-            for _, hits in self.orphans:
-                self.emit("", [], hits)
+            self.emit([("", [], hits) for _, hits in self.orphans])
             self.orphans.clear()
 
     def _breaks(self, k: np.ndarray, t: np.ndarray, e: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -153,28 +153,34 @@ class _Run:
         return n
 
     def drain(self) -> None:
+        convs = []
         for key, serial, samples in self.sess.done:
             chat = key[1] if isinstance(key, tuple) and len(key) == 2 else ""
             encoded = [(dumps(turns), [t["content"] for t in turns]) for turns in samples]
-            self.accept(chat, encoded, self.open_hits.pop((key, serial), None) or [])
+            convs.append((chat, encoded, self.open_hits.pop((key, serial), None) or []))
         self.sess.done.clear()
+        self.accept(convs)
 
-    def accept(self, chat: str, samples: list[tuple[str, list[str]]], hits: list[Any]) -> None:
-        """One closed conversation: its samples (turns JSON, turn contents) and blocked-word
-        hits. Both sessionizers end here, so dedup and storage are one code path."""
-        first: str | None = None
-        for encoded, contents in samples:
-            raw = sample_hash(self.system, encoded)
-            h = self.dedup.check(raw)
-            first = first or h or raw  # a duplicate's hits point at the sample it duplicates
-            if h is None:
-                self.samples["duplicates_dropped"] += 1
-                continue
-            self.pending.append((h, contents, encoded, chat))
-        if hits:
-            self.hits.extend((w, ref, t, first) for w, ref, t in hits)
-        if len(self.pending) >= _BATCH:
-            self.flush()
+    def accept(self, convs: list[tuple[str, list[tuple[str, list[str]]], list[Any]]]) -> None:
+        """Closed conversations, in order: each one's samples (turns JSON, turn contents) and
+        blocked-word hits. Both sessionizers end here, so dedup and storage are one code path."""
+        check, system, pending = self.dedup.check, self.system, self.pending
+        dropped = 0
+        for chat, samples, hits in convs:
+            first: str | None = None
+            for encoded, contents in samples:
+                raw = sample_hash(system, encoded)
+                h = check(raw)
+                first = first or h or raw  # a duplicate's hits point at the sample it duplicates
+                if h is None:
+                    dropped += 1
+                    continue
+                pending.append((h, contents, encoded, chat))
+            if hits:
+                self.hits.extend((w, ref, t, first) for w, ref, t in hits)
+            if len(pending) >= _BATCH:
+                self.flush()
+        self.samples["duplicates_dropped"] += dropped
 
     def feed_import(self, db: Any, import_id: int, columnar: bool, progress: Progress | None,
                     done: int, total: int) -> int:
