@@ -200,7 +200,9 @@ class ColumnarSessionizer:
           saw removed messages) — i.e. an ADD since the previous such candidate;
         - an ADD of the same role as the previous ADD, later than `combine_s` after it, starts
           one when nothing between them did.
-        CUT events get start=True too: they end a conversation and belong to none."""
+        CUT events get start=True too: they end a conversation and belong to none.
+        A missing time (NaN) never breaks, as in Sessionizer; chat exports always carry times
+        (a row without one is counted bad on import), which is why only they come here."""
         m = len(k)
         first = np.ones(m, dtype=bool)
         first[1:] = k[1:] != k[:-1]
