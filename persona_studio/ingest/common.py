@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
+
+from persona_studio.ingest.base import Message
 
 MAX_BAD_EXAMPLES = 20
 
@@ -121,3 +125,26 @@ def parse_iso(text: str) -> float:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
+
+
+def json_messages(
+    path: Path,
+    records: Iterable[tuple[Any, str]],
+    convert: Callable[[dict[str, Any], str], Message],
+    stats: ReadStats,
+    errors: tuple[type[Exception], ...],
+) -> Iterator[Message]:
+    """Messages of a JSON export's (record, chat) pairs: a record that is not an object, or that
+    `convert` rejects with one of `errors`, is counted bad (as "message N") and skipped."""
+    for index, (value, chat) in enumerate(records, 1):
+        if not isinstance(value, dict):
+            stats.add_bad(where(path, f"message {index}"), "not a JSON object")
+            continue
+        try:
+            message = convert(value, chat)
+        except errors as exc:
+            reason = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+            stats.add_bad(where(path, f"message {index}"), f"id {value.get('id')!r}: {reason}")
+            continue
+        stats.read += 1
+        yield message

@@ -12,7 +12,7 @@ from typing import Any
 
 from persona_studio.ingest import jsonstream
 from persona_studio.ingest.base import Kind, Message
-from persona_studio.ingest.common import ReadStats, parse_iso, where
+from persona_studio.ingest.common import ReadStats, json_messages, parse_iso
 
 NAME = "discord"
 
@@ -75,15 +75,5 @@ def read(path: Path, encoding: str, stats: ReadStats) -> Iterator[Message]:
     context, _ = jsonstream.head_context(path, encoding, {"messages"}, keep)
     parts = [context.get("guild.name"), context.get("channel.category"), context.get("channel.name")]
     chat = " / ".join(str(p) for p in parts if p)
-    for index, value in enumerate(jsonstream.items(path, encoding, "messages.item"), 1):
-        if not isinstance(value, dict):
-            stats.add_bad(where(path, f"message {index}"), "not a JSON object")
-            continue
-        try:
-            message = to_message(value, chat)
-        except (ValueError, TypeError, KeyError) as exc:
-            reason = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
-            stats.add_bad(where(path, f"message {index}"), f"id {value.get('id')!r}: {reason}")
-            continue
-        stats.read += 1
-        yield message
+    records = ((value, chat) for value in jsonstream.items(path, encoding, "messages.item"))
+    yield from json_messages(path, records, to_message, stats, (ValueError, TypeError, KeyError))

@@ -14,7 +14,7 @@ from typing import Any
 
 from persona_studio.ingest import jsonstream
 from persona_studio.ingest.base import Kind, Message
-from persona_studio.ingest.common import ReadStats, parse_iso, where
+from persona_studio.ingest.common import ReadStats, json_messages, parse_iso
 
 NAME = "telegram"
 
@@ -113,14 +113,4 @@ def _records(path: Path, encoding: str) -> Iterator[tuple[Any, str]]:
 
 
 def read(path: Path, encoding: str, stats: ReadStats) -> Iterator[Message]:
-    for index, (value, chat) in enumerate(_records(path, encoding), 1):
-        if not isinstance(value, dict):
-            stats.add_bad(where(path, f"message {index}"), "not a JSON object")
-            continue
-        try:
-            message = to_message(value, chat)
-        except (ValueError, TypeError, OverflowError) as exc:
-            stats.add_bad(where(path, f"message {index}"), f"id {value.get('id')!r}: {exc}")
-            continue
-        stats.read += 1
-        yield message
+    return json_messages(path, _records(path, encoding), to_message, stats, (ValueError, TypeError, OverflowError))
