@@ -27,7 +27,6 @@ if TYPE_CHECKING:  # ingest itself is imported lazily, where a file is read
 Progress = Callable[[int, int | None], None]
 
 
-
 class PersonaNotFound(UserError, LookupError):
     pass
 

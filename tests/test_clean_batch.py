@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from persona_studio.clean import pii
+from persona_studio.clean import pii, textscan
 from persona_studio.clean.blocked import BlockedWords
 from persona_studio.clean.pii import KINDS, Redactor
 
@@ -165,7 +165,7 @@ def test_columns_longer_than_one_lookup_slice() -> None:
 
     codes = np.random.default_rng(5).integers(0, 0x110000, (1 << 18) * 2 + 5).astype("<u4")
     table = np.arange(0x110000, dtype=np.uint32) * 7
-    out = pii.lookup(table, codes, 3)
+    out = textscan.lookup(table, codes, 3)
     assert (out[:-3] == table[codes]).all() and (out[-3:] == 0).all()
     texts = texts_from(random.Random(6), 40_000, VOCAB)  # ~400k characters: two slices and a bit
     assert_same(BlockedWords(WORDS), Redactor({}), texts)

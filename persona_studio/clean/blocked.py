@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from persona_studio.clean.pii import every_char, joined_code_points, lookup
+from persona_studio.clean.textscan import every_char, joined_code_points, lookup
 from persona_studio.errors import UserError
 
 if TYPE_CHECKING:

@@ -104,7 +104,8 @@ class TokenCounter:
         per_turn = np.asarray(self._lengths(texts), dtype=np.int64) + self.overhead
         # sum of each sample's turns; a sample with no turns sums to 0
         ends = np.cumsum(sizes)
-        totals = np.concatenate(([0], np.cumsum(per_turn)))[ends] - np.concatenate(([0], np.cumsum(per_turn)))[ends - sizes]
+        running = np.concatenate(([0], np.cumsum(per_turn)))
+        totals = running[ends] - running[ends - sizes]
         cache = self._system_cache
         for system, _ in samples:
             if system not in cache:

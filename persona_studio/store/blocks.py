@@ -2,8 +2,8 @@
 thousand consecutive messages of one import, each column packed into one value.
 
 Why not one row per message: a 1M-message export then costs a million B-tree inserts on
-import and a million row objects on every make-dataset, ~4 s of the ~1 s that parsing the
-CSV takes. Messages are only ever written once and read back in order, whole imports at a
+import and a million row objects on every make-dataset, ~4 s next to the ~0.75 s that
+parsing the CSV takes. Messages are only ever written once and read back in order, whole imports at a
 time, so a row per block loses nothing the studio uses and turns both directions into a few
 hundred C-level joins and splits.
 
