@@ -96,7 +96,7 @@ class _Run:
         cut_non_text = self.cut_non_text
         conv_of: dict[int, Hashable] = {}
         n = 0
-        for msg_id, import_id, ts, chat, speaker, is_me, kind, text, role, conv in rows:
+        for ref, import_id, ts, chat, speaker, is_me, kind, text, role, conv in rows:
             n += 1
             if progress is not None and not n & 0x3FFF:
                 progress(done + n, total)
@@ -127,7 +127,7 @@ class _Run:
                 hits = self.open_hits.setdefault((key, sess.touch(key, ts)), [])
                 for w in words:
                     self.word_hits[w] += 1
-                    hits.append((w, msg_id, text))
+                    hits.append((w, ref, text))
                 continue
             if pii_maybe is not None and pii_maybe(text):
                 clean, found = redactor.apply(text)
@@ -146,7 +146,7 @@ class _Run:
         sess.close_all()
         self.drain()
         for hits in self.open_hits.values():  # conversations that produced no turns at all
-            self.hits.extend((w, mid, t, None) for w, mid, t in hits)
+            self.hits.extend((w, ref, t, None) for w, ref, t in hits)
         self.open_hits.clear()
         if progress is not None:
             progress(done + n, total)
@@ -190,7 +190,7 @@ class _Run:
         from persona_studio.store.blocks import read_blocks
 
         if not columnar:
-            return self.feed(_messages(db, [import_id]), progress, total, done)
+            return self.feed(_messages(db, import_id), progress, total, done)
         from persona_studio.clean.columnar import ColumnarSessionizer
 
         cs = ColumnarSessionizer(self.sess, self.blocked, self.redactor, self.cut_non_text, self.skipped,
@@ -224,22 +224,21 @@ class _Run:
         self.pending.clear()
 
 
-def _messages(db: Any, import_ids: list[int]) -> Any:
-    """Stored messages in import order, as (ref, import_id, ts, chat, speaker, is_me, kind,
-    text, role, conv) tuples; `ref` is (import_id, seq), how a blocked-word hit names its message."""
+def _messages(db: Any, import_id: int) -> Any:
+    """One import's stored messages in order, as (ref, import_id, ts, chat, speaker, is_me,
+    kind, text, role, conv) tuples; `ref` is (import_id, seq), how a blocked-word hit names its message."""
     from itertools import count, repeat
 
     from persona_studio.store.blocks import read_blocks
 
-    for import_id in import_ids:
-        for b in read_blocks(db, import_id):
-            n = len(b)
-            roles = b.meta.get("role") or repeat(None, n)
-            convs = b.meta.get("conv") or repeat(None, n)
-            ts = [None if t != t else t for t in b.ts.tolist()]  # NaN: no time
-            refs = zip(repeat(import_id, n), count(b.first_seq), strict=False)  # count is endless
-            yield from zip(refs, repeat(import_id, n), ts, b.chat, b.speaker, b.is_me, b.kind, b.text,
-                           roles, convs, strict=True)
+    for b in read_blocks(db, import_id):
+        n = len(b)
+        roles = b.meta.get("role") or repeat(None, n)
+        convs = b.meta.get("conv") or repeat(None, n)
+        ts = [None if t != t else t for t in b.ts.tolist()]  # NaN: no time
+        refs = zip(repeat(import_id, n), count(b.first_seq), strict=False)  # count is endless
+        yield from zip(refs, repeat(import_id, n), ts, b.chat, b.speaker, b.is_me, b.kind, b.text,
+                       roles, convs, strict=True)
 
 
 def make_dataset(ws: Any, persona_id: str, progress: Progress | None = None) -> dict[str, Any]:
