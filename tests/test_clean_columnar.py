@@ -21,7 +21,11 @@ from tests.test_clean_pipeline import add_persona
 
 HEADER = ["id", "MsgSvrID", "type_name", "is_sender", "talker", "room_name", "msg", "src", "CreateTime"]
 LINES = ["hi", "ok", "好的", "在吗", "see you at 7", "价格是199元", "我的手机是13812345678", "mail a@b.com",
-         "that darn cat", "Password is 123", "  ", "x", "a much longer line that goes on " * 3, "多行\n消息"]
+         "that darn cat", "Password is 123", "  ", "x", "a much longer line that goes on " * 3, "多行\n消息",
+         # JSON escapes, control characters, Unicode spaces at the edges, full-width digits, a
+         # word in another case (the column path pre-checks with RE2, then confirms in Python)
+         'she said "hi" \\ back', "tab\there\x01\x1f", "\u3000全角空格\u2003", "\x1c edge \x85",
+         "电话１３８１２３４５６７８", "DARN IT", "ﬀ ligature ſ long s", "emoji 😀 beyond the BMP"]
 KINDS = ["文本"] * 12 + ["图片", "撤回消息", "引用回复", "系统通知"]
 
 

@@ -56,6 +56,27 @@ def load_words(words: Iterable[str], file: str = "", root: Path | None = None) -
     return uniq
 
 
+def case_variants(chars: Iterable[str]) -> dict[str, set[str]]:
+    """Every character the regex engine matches to each of `chars` under IGNORECASE, by its own
+    rules ('K' also matches the Kelvin sign, 's' also 'ſ', 'i' also 'İ' and 'ı').
+
+    One scan of every code point for all the characters at once, then each character's own
+    variants among the (few) hits. Under IGNORECASE a class and a plain literal compile to
+    different ops (and the regex turns some alternations into classes), so the variants are
+    what either form matches."""
+    chars = sorted(set(chars))
+    if not chars:
+        return {}
+    any_wanted = re.compile("[" + "".join(map(re.escape, chars)) + "]", re.IGNORECASE)
+    universe = "".join(sorted(set(any_wanted.findall(every_char())) | set(chars)))
+    out = {}
+    for c in chars:
+        found = set(re.findall(re.escape(c), universe, re.IGNORECASE))
+        found |= set(re.findall("[" + re.escape(c) + "]", universe, re.IGNORECASE))
+        out[c] = found | {c}
+    return out
+
+
 class _Heads:
     """What `find_many` needs to flag "some word may start here" without the big regex, and
     to check a flagged position with the few words that can start there.
@@ -69,19 +90,10 @@ class _Heads:
 
         heads = {w[:2] for w in words}
         wanted = sorted({c for h in heads for c in h})
-        # One scan of every code point for all the wanted characters at once, then each
-        # character's own variants among the (few) hits, both by the regex engine's rules.
-        # Under IGNORECASE a class and a plain literal compile to different ops (and the
-        # regex turns some alternations into classes), so the variants are what either
-        # form matches.
-        any_wanted = re.compile("[" + "".join(map(re.escape, wanted)) + "]", re.IGNORECASE)
-        universe = "".join(sorted(set(any_wanted.findall(every_char())) | set(wanted)))
+        found = case_variants(wanted)
+        universe = "".join(sorted(set().union(*found.values())))
         index = {c: i for i, c in enumerate(universe)}
-        variants: dict[str, list[int]] = {}
-        for c in wanted:
-            found = set(re.findall(re.escape(c), universe, re.IGNORECASE))
-            found |= set(re.findall("[" + re.escape(c) + "]", universe, re.IGNORECASE))
-            variants[c] = sorted(index[v] for v in found)
+        variants = {c: sorted(index[v] for v in found[c]) for c in wanted}
         m = len(universe)
         first = np.zeros(0x110000, np.bool_)
         # Words by where they may start: ("one", i) for a one-character word whose
@@ -142,6 +154,21 @@ class BlockedWords:
             if w not in found:
                 found.append(w)
         return found
+
+    def prefilter(self) -> str | None:
+        """An RE2 pattern (Arrow's `match_substring_regex`, case-sensitive) that matches every
+        text `search` matches, maybe a few more: each character of a word becomes the class of
+        all its `case_variants`, since RE2's own case folding is not Python's (it leaves out
+        'İ' and 'ı' for 'i', for one). None: no words, or the empty word."""
+        if self._re is None or "" in self.words:
+            return None
+        variants = case_variants(c for w in self.words for c in w)
+
+        def one(c: str) -> str:
+            v = variants.get(c)
+            return "[" + "".join(re.escape(x) for x in sorted(v)) + "]" if v and len(v) > 1 else re.escape(c)
+
+        return "|".join("".join(map(one, w)) for w in self.words)
 
     def find_many(self, texts: Sequence[str]) -> list[int]:
         r"""The indices (ascending) of the texts holding a word, i.e.

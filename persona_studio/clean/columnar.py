@@ -1,14 +1,14 @@
-"""make-dataset for chat exports, a window of messages at a time with numpy instead of a
-Python step per message. Same result as `Sessionizer` fed message by message (a test feeds
-both the same random chats). On the 1M-message benchmark export this halves make-dataset
-(6.6 s -> 3.9 s CPU); what is left is mostly per-sample work: JSON, hashes and the ~1 s it
-takes SQLite to store 100k samples.
+"""make-dataset for chat exports, a window of messages at a time, on Arrow columns: numpy for
+the structure (where conversations and turns start), Arrow compute kernels for the text
+(trim, the regex pre-checks, joining turns, JSON). Same result as `Sessionizer` fed message by
+message (a test feeds both the same random chats); Python runs per message only for the few
+that hold a blocked word or might hold PII, and per sample only to hash it (clean/pipeline.py).
 
 Why the rules vectorise: every place where `Sessionizer` starts a new conversation depends
 only on the message and the one before it in the same chat (see `_breaks`), never on state
 further back, so all of them are found with array comparisons. Turns are runs of one role
 inside a conversation; only conversations that need splitting (too many turns, a turn too
-short or long, no final reply) go through `Sessionizer._samples` one by one.
+short or long) go through `Sessionizer._samples` one by one.
 
 Events, per chat, in message order: ADD (a text message that joins the talk), TOUCH (a
 message removed by a blocked word or PII 'drop': it still counts for the gap rule) and CUT
@@ -19,75 +19,87 @@ window are carried, as their events, into the next one, so memory stays one wind
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from json.encoder import encode_basestring  # type: ignore[attr-defined]  # the C encoder
-from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from persona_studio.clean.sessionize import Sessionizer
-from persona_studio.store.blocks import Block
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from persona_studio.clean.tokens import TokenCounter
+    from persona_studio.store.blocks import Block
 
 ADD, TOUCH, CUT = 0, 1, 2
 _TEXT_KINDS = frozenset({"text", "quote"})
-WINDOW = 1 << 16  # messages per window: ~60 MB of Python objects at most
+WINDOW = 1 << 20  # messages per window: ~100 MB of columns at most
+Hit = tuple[str, tuple[int, int], str]  # (word, (import_id, seq), text)
+# RE2 (Arrow's regex engine) spelling of "needs escaping in a JSON string", as encode_basestring
+_JSON_SPECIAL = r'[\x00-\x1f"\\]'
 
-# Finished conversations, in close order: (chat, samples, hits); a sample is (turns JSON, turn contents).
-Sample = tuple[str, list[str]]
-Emit = Callable[[list[tuple[str, list[Sample], list[tuple[str, tuple[int, int], str]]]]], None]
+
+@dataclass
+class Closed:
+    """Conversations closed in one window, in the order Sessionizer closes them, and their
+    samples in that order. `hits` pairs each conversation that had blocked-word hits with the
+    index of its first sample (-1: it has none)."""
+
+    jsons: list[str]  # turns JSON of each sample, as dedup.dumps writes it
+    chats: list[str]
+    n_turns: list[int]
+    tokens: list[int]  # as TokenCounter.count gives them (system prompt included)
+    hits: list[tuple[int, list[Hit]]]
+
+
+Emit = Callable[[Closed], None]
 
 
 class _Events:
-    """Column arrays of events (ADD/TOUCH/CUT) in stream order, plus what ADDs and TOUCHes carry."""
+    """Column chunks of events (ADD/TOUCH/CUT) in stream order."""
 
     def __init__(self) -> None:
-        self.pos: list[np.ndarray] = []  # global stream position (orders closes across windows)
-        self.key: list[np.ndarray] = []
-        self.ts: list[np.ndarray] = []
-        self.etype: list[np.ndarray] = []
-        self.me: list[np.ndarray] = []
-        self.speaker: list[str] = []
-        self.text: list[str] = []
-        self.hits: list[list[tuple[str, tuple[int, int], str]] | None] = []
+        self.cols: list[tuple[np.ndarray, ...]] = []  # (pos, key, ts, etype, me, spk)
+        self.text: list[pa.Array] = []
+        self.n = 0
 
-    def extend(self, other: _Events, take: np.ndarray) -> None:
-        """Append `other`'s events at indices `take` (sorted), all as one chunk."""
-        if not len(take):
-            return
-        for name in ("pos", "key", "ts", "etype", "me"):
-            getattr(self, name).append(np.concatenate(getattr(other, name))[take])
-        if len(take) == len(other):  # everything, in order (a new block)
-            self.speaker.extend(other.speaker)
-            self.text.extend(other.text)
-            self.hits.extend(other.hits)
-            return
-        for mine, theirs in ((self.speaker, other.speaker), (self.text, other.text), (self.hits, other.hits)):
-            mine.extend(_pick(theirs, take.tolist()))
+    def add(self, cols: tuple[np.ndarray, ...], text: pa.Array) -> None:
+        if len(text):
+            self.cols.append(cols)
+            self.text.append(text)
+            self.n += len(text)
 
     def __len__(self) -> int:
-        return len(self.text)
+        return self.n
 
 
 class ColumnarSessionizer:
-    """Feeds Blocks of one import; hands finished conversations to `emit` in batches, in the
-    order `Sessionizer` would close them."""
+    """Feeds Blocks of one import; hands finished conversations to `emit` a window at a
+    time, in the order `Sessionizer` would close them."""
 
     def __init__(self, sess: Sessionizer, blocked: Any, redactor: Any, cut_non_text: bool,
-                 skipped: Any, word_hits: Any, redacted: Any, pii_dropped: Any, emit: Emit):
+                 skipped: Any, word_hits: Any, redacted: Any, pii_dropped: Any,
+                 tokens: TokenCounter, system: str, emit: Emit):
         self.sess, self.rules = sess, sess.rules
         self.blocked, self.redactor, self.cut_non_text = blocked, redactor, cut_non_text
         self.skipped, self.word_hits, self.redacted, self.pii_dropped = skipped, word_hits, redacted, pii_dropped
+        self.tokens, self.system = tokens, system
         self.emit = emit
         self.keys: dict[str, int] = {}
         self.chats: list[str] = []
+        self.spk_ids: dict[str, int] = {}
+        self.speakers: list[str] = []
+        self.hits: dict[int, list[Hit]] = {}  # by stream position of the removed message
         self.pending = _Events()
-        self.closing: list[tuple[float, float, str, list[Sample], list[Any]]] = []
-        self.orphans: list[tuple[float, list[Any]]] = []
+        self.orphans: list[tuple[float, list[Hit]]] = []
         self.n = 0  # messages seen (stream position)
+        self._blocked_re = blocked.prefilter() if blocked.search is not None else None
+        self._pii_re = _re2_precheck() if redactor.maybe is not None else None
 
     def feed(self, block: Block, import_id: int) -> None:
-        ev = self._events(block, import_id)
-        self.pending.extend(ev, np.arange(len(ev)))
+        self._events(block, import_id)
         if len(self.pending) >= WINDOW:
             self._window(final=False)
 
@@ -96,43 +108,47 @@ class ColumnarSessionizer:
 
     # -- per block: classify messages into events --------------------------------------------
 
-    def _events(self, b: Block, import_id: int) -> _Events:
-        n = len(b)
+    def _events(self, b: Block, import_id: int) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        batch = _batch_of(b)
+        n = batch.num_rows
         base, self.n = self.n, self.n + n
         skipped = self.skipped
-        kinds = b.kind
         keep = np.ones(n, dtype=bool)
         etype = np.full(n, ADD, dtype=np.int8)
-        if kinds.count("text") + kinds.count("quote") != n:  # a quote-reply's text is the reply
-            other = np.flatnonzero(~np.fromiter(map(_TEXT_KINDS.__contains__, kinds), dtype=bool, count=n))
-            skipped.update([f"non_text:{k}" for k in _pick(kinds, other.tolist())])
+        kind, kinds = _codes(batch.column("kind"))
+        other = ~np.array([k in _TEXT_KINDS for k in kinds], dtype=bool)[kind] if kinds else keep & False
+        if other.any():  # a quote-reply's text is the reply
+            for k, c in zip(kinds, np.bincount(kind[other], minlength=len(kinds)).tolist(), strict=True):
+                if c:
+                    skipped[f"non_text:{k}"] += c
             if self.cut_non_text:
                 etype[other] = CUT
             else:
                 keep[other] = False
-        texts = list(map(str.strip, b.text))
-        lens = np.fromiter(map(len, texts), dtype=np.int64, count=n)
-        for i in np.flatnonzero((lens == 0) & (etype == ADD) & keep).tolist():
-            skipped["empty"] += 1
-            keep[i] = False
-        hits: list[list[tuple[str, tuple[int, int], str]] | None] = [None] * n
+        text = pc.utf8_trim_whitespace(batch.column("text"))  # str.strip (a test checks every code point)
+        empty = (pc.utf8_length(text).to_numpy(zero_copy_only=False) == 0) & (etype == ADD) & keep
+        if empty.any():
+            skipped["empty"] += int(empty.sum())
+            keep &= ~empty
         live = keep & (etype == ADD)
         if self.blocked.search is not None:
-            for i in self.blocked.find_many(texts):
-                if not live[i] or not (words := self.blocked.hits(texts[i])):
+            for i, t in self._flagged(text, live, self._blocked_re, self.blocked.find_many):
+                if not (words := self.blocked.hits(t)):
                     continue
                 skipped["blocked_word"] += 1
                 ref = (import_id, b.first_seq + i)
                 for w in words:
                     self.word_hits[w] += 1
-                hits[i] = [(w, ref, texts[i]) for w in words]
+                self.hits[base + i] = [(w, ref, t) for w in words]
                 etype[i] = TOUCH
                 live[i] = False
-        if self.redactor.maybe is not None:
-            for i in self.redactor.candidates(texts):
-                if not live[i]:
-                    continue
-                clean, found = self.redactor.apply(texts[i])
+        if self._pii_re is not None:
+            at, clean_texts = [], []
+            for i, t in self._flagged(text, live, self._pii_re, self.redactor.candidates):
+                clean, found = self.redactor.apply(t)
                 if clean is None:
                     skipped["pii_drop"] += 1
                     for k in found:
@@ -141,54 +157,77 @@ class ColumnarSessionizer:
                     continue
                 for k, c in found.items():
                     self.redacted[k] += c
-                texts[i] = clean
-        keys = self.keys
-        for c in set(b.chat).difference(keys):
-            keys[c] = len(keys)
-            self.chats.append(c)
-        ev = _Events()
+                at.append(i)
+                clean_texts.append(clean)
+            if at:
+                mask = np.zeros(n, dtype=bool)
+                mask[at] = True
+                text = pc.replace_with_mask(text, pa.array(mask), pa.array(clean_texts, pa.string()))
+        chat, chats = _codes(batch.column("chat"))
+        spk, spks = _codes(batch.column("speaker"))
         idx = np.flatnonzero(keep)
-        ev.pos.append(idx + base)
-        ev.key.append(np.fromiter(map(keys.__getitem__, b.chat), dtype=np.int64, count=n)[idx])
-        ev.ts.append(np.asarray(b.ts, dtype=np.float64)[idx])
-        ev.etype.append(etype[idx])
-        ev.me.append(np.frombuffer(b.is_me, dtype=np.uint8)[idx].astype(bool))
-        take = idx.tolist()
-        if len(take) == n:
-            ev.speaker, ev.text, ev.hits = b.speaker, texts, hits
-        else:
-            ev.speaker, ev.text, ev.hits = _pick(b.speaker, take), _pick(texts, take), _pick(hits, take)
-        return ev
+        cols = (
+            idx + base,
+            _global(chat, chats, self.keys, self.chats)[idx],
+            batch.column("ts").to_numpy(zero_copy_only=False)[idx],
+            etype[idx],
+            batch.column("is_me").to_numpy(zero_copy_only=False)[idx].astype(bool),
+            _global(spk, spks, self.spk_ids, self.speakers)[idx],
+        )
+        self.pending.add(cols, text if len(idx) == n else text.take(pa.array(idx)))
+
+    def _flagged(self, text: pa.Array, live: np.ndarray, pattern: str | None,
+                 exact: Callable[[list[str]], list[int]]) -> list[tuple[int, str]]:
+        """(index, text) of the live texts the pre-check `pattern` (RE2) matches: a superset of
+        what the exact Python check finds, which the caller then runs on these few. A pattern
+        RE2 refuses (a huge word list) falls back to `exact` over the whole column."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not live.any():
+            return []
+        if pattern is not None:
+            try:
+                hit = pc.match_substring_regex(text, pattern)
+                at = np.flatnonzero(hit.to_numpy(zero_copy_only=False) & live)
+                return list(zip(at.tolist(), text.take(pa.array(at)).to_pylist(), strict=True))
+            except pa.ArrowInvalid:
+                pass
+        texts = text.to_pylist()
+        return [(i, texts[i]) for i in exact(texts) if live[i]]
 
     # -- per window: conversations and turns ---------------------------------------------------
 
     def _window(self, final: bool) -> None:
+        import pyarrow as pa
+
         ev = self.pending
         self.pending = _Events()
-        m = len(ev)
-        if m:
-            pos, key, ts = np.concatenate(ev.pos), np.concatenate(ev.key), np.concatenate(ev.ts)
-            etype, me = np.concatenate(ev.etype), np.concatenate(ev.me)
+        closed: Closed | None = None
+        if len(ev):
+            pos, key, ts, etype, me, spk = (np.concatenate(c) for c in zip(*ev.cols, strict=True))
+            text = pa.concat_arrays(ev.text) if len(ev.text) > 1 else ev.text[0]
             order = np.argsort(key, kind="stable")  # per chat, in stream order
             k, t, e, r = key[order], ts[order], etype[order], me[order]
             start, cut_gap = self._breaks(k, t, e, r)
             self.sess.counts["cut_same_role_gap"] += int(cut_gap.sum())
             conv = np.cumsum(start) - 1  # conversation number per event (sorted order)
             # The last conversation of each chat is still open unless a CUT ended it.
-            last_of_key = np.ones(m, dtype=bool)
+            last_of_key = np.ones(len(k), dtype=bool)
             last_of_key[:-1] = k[1:] != k[:-1]
             open_conv = np.zeros(int(conv[-1]) + 1, dtype=bool)
             open_conv[conv[last_of_key & (e != CUT)]] = True
-            if not final:
+            if final:
+                open_conv[:] = False
+            else:
                 carry = np.sort(order[open_conv[conv] & (e != CUT)])
-                self.pending.extend(ev, carry)
-            self._convs(ev, order, pos, conv, e, r, k, open_conv, final)
-        self.closing.sort(key=lambda c: (c[0], c[1]))
-        self.emit([(chat, samples, hits) for _, _, chat, samples, hits in self.closing])
-        self.closing.clear()
-        if final:
+                self.pending.add(tuple(c[carry] for c in (pos, key, ts, etype, me, spk)), text.take(pa.array(carry)))
+            closed = self._convs(text, spk[order], order, pos, conv, e, r, k, open_conv)
+        if closed is not None:
+            self.emit(closed)
+        if final and self.orphans:
             self.orphans.sort(key=lambda o: o[0])
-            self.emit([("", [], hits) for _, hits in self.orphans])
+            self.emit(Closed([], [], [], [], [(-1, hits) for _, hits in self.orphans]))
             self.orphans.clear()
 
     def _breaks(self, k: np.ndarray, t: np.ndarray, e: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -236,120 +275,240 @@ class ColumnarSessionizer:
             cut_gap[a[same_conv & same_role & late]] = True
         return hard | real_gap | cut_gap, cut_gap
 
-    def _convs(self, ev: _Events, order: np.ndarray, pos: np.ndarray, conv: np.ndarray,
-               e: np.ndarray, r: np.ndarray, k: np.ndarray, open_conv: np.ndarray, final: bool) -> None:
-        """Turns and samples of every closed conversation (all of them when `final`), queued
-        in `closing` with the position Sessionizer would close them at."""
-        n_conv = len(open_conv)
-        closed = np.ones(n_conv, dtype=bool) if final else ~open_conv
+    def _convs(self, text: pa.Array, spk: np.ndarray, order: np.ndarray, pos: np.ndarray, conv: np.ndarray,
+               e: np.ndarray, r: np.ndarray, k: np.ndarray, open_conv: np.ndarray) -> Closed | None:
+        """Turns and samples of every closed conversation, in the order Sessionizer closes
+        them (`spk` is in sorted order, `text` in stream order)."""
+        closed = ~open_conv
+        if not closed.any():
+            return None
         starts = np.flatnonzero(np.r_[True, conv[1:] != conv[:-1]])  # first event of each conv
         first_pos = pos[order[starts]].astype(np.float64)
         chat_of = k[starts]
         # A conversation closes where the next one of its chat starts (a break, or a CUT whose
         # pseudo-conversation comes next); the last one of a chat closes at the end, in the
         # order the conversations were opened (Sessionizer.close_all walks a dict).
-        close_at = np.full(n_conv, np.inf)
+        close_at = np.full(len(open_conv), np.inf)
         same = np.flatnonzero(chat_of[1:] == chat_of[:-1])
         close_at[same] = first_pos[same + 1]
-        hits_of: dict[int, list[Any]] = {}
-        for j in np.flatnonzero(e == TOUCH).tolist():
-            h = ev.hits[int(order[j])]
-            if h:
-                hits_of.setdefault(int(conv[j]), []).extend(h)
-        adds = np.flatnonzero(e == ADD)
-        ac, ar = conv[adds], r[adds]
-        new_turn = np.ones(len(adds), dtype=bool)
+        hits_of: dict[int, list[Hit]] = {}
+        touch = np.flatnonzero((e == TOUCH) & closed[conv])
+        for j, p in zip(conv[touch].tolist(), pos[order[touch]].tolist(), strict=True):
+            if (h := self.hits.pop(p, None)) is not None:
+                hits_of.setdefault(j, []).extend(h)
+        adds = np.flatnonzero((e == ADD) & closed[conv])
+        turns = self._turns(text, spk[adds], order[adds], conv[adds], r[adds])
+        return self._samples(np.flatnonzero(closed), *turns, close_at, first_pos, chat_of, hits_of)
+
+    def _turns(self, text: pa.Array, spk: np.ndarray, src: np.ndarray, ac: np.ndarray,
+               ar: np.ndarray) -> tuple[np.ndarray, np.ndarray, pa.Array, pa.Array, np.ndarray]:
+        """The turns of the ADDs (grouped by conversation, in order): conversation and role
+        of each, its content, its JSON object as dedup.dumps writes it, and its `name` (0: none,
+        else 1 + the speaker's code)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        m = len(ac)
+        new_turn = np.ones(m, dtype=bool)
         new_turn[1:] = (ac[1:] != ac[:-1]) | (ar[1:] != ar[:-1])
         t_first = np.flatnonzero(new_turn)
         t_conv, t_me = ac[t_first], ar[t_first]
-        keep = closed[t_conv]
-        t_len = np.diff(np.r_[t_first, len(adds)])
-        t_first, t_conv, t_me, t_len = t_first[keep], t_conv[keep], t_me[keep], t_len[keep]
-        src = order[adds]
-        text = np.array(ev.text, dtype=object)
-        speaker = np.array(ev.speaker, dtype=object)
-        first_src = src[t_first]
-        contents = text[first_src]
-        names = np.where(t_me, "", speaker[first_src])
-        sep = self.rules.separator
-        multi = np.flatnonzero(t_len > 1)
-        if len(multi):  # turns of several messages: join them (plain lists: numpy per item is slow)
-            src_l, text_l, speaker_l = src.tolist(), ev.text, ev.speaker
-            for j, a, n, me in zip(multi.tolist(), t_first[multi].tolist(), t_len[multi].tolist(),
-                                   t_me[multi].tolist(), strict=True):
-                idx = src_l[a:a + n]
-                who = [speaker_l[i] for i in idx]
-                if not me and len(set(who)) > 1:
-                    contents[j] = sep.join([f"{s}: {text_l[i]}" for s, i in zip(who, idx, strict=True)])
-                    names[j] = ""
-                else:
-                    contents[j] = sep.join([text_l[i] for i in idx])
-        # Each turn's JSON as dedup.dumps writes it (a comprehension beats numpy object arrays here)
-        eb = encode_basestring
-        frag = [
-            f'{{"role": "assistant", "content": {eb(c)}}}' if me
-            else f'{{"role": "user", "content": {eb(c)}, "name": {eb(nm)}}}' if nm
-            else f'{{"role": "user", "content": {eb(c)}}}'
-            for c, nm, me in zip(contents.tolist(), names.tolist(), t_me.tolist(), strict=True)
-        ]
-        self._emit_convs(np.flatnonzero(closed), t_conv, t_me, contents, names, frag,
-                         close_at, first_pos, chat_of, hits_of)
+        turn_of = np.cumsum(new_turn) - 1
+        # A user turn of several speakers (group chat) prefixes every line with its speaker.
+        other = np.zeros(m, dtype=bool)
+        other[1:] = (spk[1:] != spk[:-1]) & ~new_turn[1:]
+        multi = np.zeros(len(t_first), dtype=bool)
+        multi[turn_of[other]] = True
+        multi &= ~t_me
+        lines = text.take(pa.array(src))
+        prefixed = multi[turn_of]
+        if prefixed.any():
+            names = pa.array(self.speakers, pa.string()).take(pa.array(spk[prefixed]))
+            joined = pc.binary_join_element_wise(names, lines.filter(pa.array(prefixed)), ": ")
+            lines = pc.replace_with_mask(lines, pa.array(prefixed), joined)
+        offsets = pa.array(np.r_[t_first, m].astype(np.int32))
+        contents = pc.binary_join(pa.ListArray.from_arrays(offsets, lines), self.rules.separator)
+        # JSON: most contents need no escaping; the rest get encode_basestring (exact by definition)
+        special = np.flatnonzero(pc.match_substring_regex(contents, _JSON_SPECIAL).to_numpy(zero_copy_only=False))
+        body = contents
+        if len(special):
+            mask = np.zeros(len(t_first), dtype=bool)
+            mask[special] = True
+            enc = [encode_basestring(s)[1:-1] for s in contents.take(pa.array(special)).to_pylist()]
+            body = pc.replace_with_mask(contents, pa.array(mask), pa.array(enc, pa.string()))
+        # role prefix and the closing part ("name" for a one-speaker user turn with a name)
+        first_spk = spk[t_first]
+        tail = ['"}'] + [f'", "name": {encode_basestring(s)}}}' if s else '"}' for s in self.speakers]
+        tail_of = np.where(t_me | multi, 0, first_spk + 1)
+        head = pa.array(['{"role": "user", "content": "', '{"role": "assistant", "content": "']).take(
+            pa.array(t_me.astype(np.int8)))
+        frag = pc.binary_join_element_wise(head, body, pa.array(tail, pa.string()).take(pa.array(tail_of)), "")
+        return t_conv, t_me, contents, frag, tail_of
 
-    def _emit_convs(self, convs: np.ndarray, t_conv: np.ndarray, t_me: np.ndarray, contents: np.ndarray,
-                    names: np.ndarray, frag: list[str], close_at: np.ndarray, first_pos: np.ndarray,
-                    chat_of: np.ndarray, hits_of: dict[int, list[Any]]) -> None:
+    def _samples(self, convs: np.ndarray, t_conv: np.ndarray, t_me: np.ndarray, contents: pa.Array,
+                 frag: pa.Array, name_of: np.ndarray, close_at: np.ndarray, first_pos: np.ndarray, chat_of: np.ndarray,
+                 hits_of: dict[int, list[Hit]]) -> Closed:
         """Samples of each conversation, decided with array arithmetic for the usual case (short,
         every turn in bounds: kept whole less its trailing user turns); the rest one by one."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         r, counts = self.rules, self.sess.counts
         n_turns = len(t_conv)
         start = np.searchsorted(t_conv, convs, side="left")
         end = np.searchsorted(t_conv, convs, side="right")
-        lens = np.fromiter(map(len, contents.tolist()), dtype=np.int64, count=n_turns)
+        lens = pc.utf8_length(contents).to_numpy(zero_copy_only=False).astype(np.int64)
         bad = np.r_[0, np.cumsum((lens < r.min_chars) | (lens > r.max_chars))]
         in_bounds = bad[end] == bad[start]
         # index past the last assistant turn of each conversation (= start when there is none)
-        idx = np.arange(n_turns)
-        last_me = np.r_[-1, np.maximum.accumulate(np.where(t_me, idx, -1))]
+        last_me = np.r_[-1, np.maximum.accumulate(np.where(t_me, np.arange(n_turns), -1))]
         reply_end = np.maximum(last_me[end] + 1, start)
-        simple = in_bounds & (end - start <= r.max_turns)
-        chats, contents_l = self.chats, contents.tolist()
-        for c, s, e, re_, ok in zip(convs.tolist(), start.tolist(), end.tolist(), reply_end.tolist(),
-                                    simple.tolist(), strict=True):
-            hits = hits_of.get(c, [])
-            if s == e:
-                if hits:  # only removed messages: Sessionizer never closes it, hits tie to nothing
-                    self.orphans.append((float(first_pos[c]), hits))
-                continue
-            if ok:
-                if re_ < e:
-                    counts["trailing_user_turn"] += e - re_
-                if re_ == s:
-                    counts["no_reply"] += 1
-                    samples: list[Sample] = []
-                else:
-                    samples = [("[" + ", ".join(frag[s:re_]) + "]", contents_l[s:re_])]
-            else:
-                turns = [_turn_dict((bool(t_me[i]), contents_l[i], names[i])) for i in range(s, e)]
-                samples = [(_dumps(x), [t["content"] for t in x]) for x in self.sess._samples(turns)]
-            self.closing.append((float(close_at[c]), float(first_pos[c]), chats[int(chat_of[c])], samples, hits))
+        has_turns = end > start
+        simple = in_bounds & (end - start <= r.max_turns) & has_turns
+        counts["trailing_user_turn"] += int((end - reply_end)[simple].sum())
+        counts["no_reply"] += int((simple & (reply_end == start)).sum())
+        for c in convs[~has_turns].tolist():  # only removed messages: never closed, hits tie to nothing
+            if c in hits_of:
+                self.orphans.append((float(first_pos[c]), hits_of.pop(c)))
+        # simple conversations with a reply: one sample, turns [start, reply_end)
+        one = simple & (reply_end > start)
+        s1, e1 = start[one], reply_end[one]
+        take = _ranges(s1, e1 - s1)
+        per_turn = self._turn_tokens(contents)
+        jsons: list[str] = []
+        ntok: list[int] = []
+        if len(s1):
+            lists = pa.ListArray.from_arrays(pa.array(np.r_[0, np.cumsum(e1 - s1)].astype(np.int32)),
+                                             frag.take(pa.array(take)))
+            jsons = pc.binary_join_element_wise("[", pc.binary_join(lists, ", "), "]", "").to_pylist()
+            ntok = self._sample_tokens(per_turn, s1, e1, contents)
+        # the rest: Sessionizer's own splitting, one conversation at a time
+        rest = convs[~simple & has_turns]
+        rest_samples: list[list[tuple[str, list[str]]]] = []
+        if len(rest):
+            from persona_studio.clean.dedup import dumps
+
+            rs, re_ = start[~simple & has_turns], end[~simple & has_turns]
+            idx = _ranges(rs, re_ - rs)
+            texts = contents.take(pa.array(idx)).to_pylist()
+            names = ["", *self.speakers]
+            turns_all = [_turn_dict(m, c, names[w]) for m, c, w in
+                         zip(t_me[idx].tolist(), texts, name_of[idx].tolist(), strict=True)]
+            at = np.r_[0, np.cumsum(re_ - rs)].tolist()
+            for a, b in zip(at, at[1:], strict=False):
+                turns = turns_all[a:b]
+                rest_samples.append([(dumps(x), [t["content"] for t in x]) for x in self.sess._samples(turns)])
+        # everything in close order: per conversation, its samples (0 or 1 when simple, any when not)
+        n_samp = np.zeros(len(convs), dtype=np.int64)
+        first_samp = np.zeros(len(convs), dtype=np.int64)
+        n_samp[one] = 1
+        first_samp[one] = np.arange(len(s1))
+        extra = np.array([len(x) for x in rest_samples], dtype=np.int64)
+        not_simple = np.flatnonzero(~simple & has_turns)
+        n_samp[not_simple] = extra
+        first_samp[not_simple] = len(s1) + np.cumsum(extra) - extra
+        for x in rest_samples:
+            for js, cont in x:
+                jsons.append(js)
+                ntok.append(self.tokens.count([(self.system, cont)])[0])
+        close_order = np.lexsort((first_pos[convs], close_at[convs]))
+        close_order = close_order[has_turns[close_order]]
+        pick = _ranges(first_samp[close_order], n_samp[close_order]).tolist()
+        conv_chat = np.repeat(chat_of[convs[close_order]], n_samp[close_order])
+        hits: list[tuple[int, list[Hit]]] = []
+        if hits_of:
+            sample_at = np.cumsum(np.r_[0, n_samp[close_order]])[:-1]
+            for j, c in enumerate(convs[close_order].tolist()):
+                if c in hits_of:
+                    hits.append((int(sample_at[j]) if n_samp[close_order[j]] else -1, hits_of[c]))
+        turn_counts = np.r_[e1 - s1, [len(c) for x in rest_samples for _, c in x]].astype(np.int64)
+        chats = self.chats
+        return Closed(
+            jsons=[jsons[i] for i in pick],
+            chats=[chats[c] for c in conv_chat.tolist()],
+            n_turns=turn_counts[pick].tolist() if pick else [],
+            tokens=[ntok[i] for i in pick],
+            hits=hits,
+        )
+
+    def _turn_tokens(self, contents: pa.Array) -> np.ndarray | None:
+        """Estimated tokens of every turn (TokenCounter's estimate, template overhead included),
+        None when the real tokenizer counts."""
+        import pyarrow.compute as pc
+
+        if self.tokens.exact:
+            return None
+        n = pc.utf8_length(contents).to_numpy(zero_copy_only=False).astype(np.int64)
+        wide = (pc.binary_length(contents).to_numpy(zero_copy_only=False).astype(np.int64) - n) >> 1
+        return wide + (n - wide + 3) // 4 + self.tokens.overhead
+
+    def _sample_tokens(self, per_turn: np.ndarray | None, s: np.ndarray, e: np.ndarray,
+                       contents: pa.Array) -> list[int]:
+        if per_turn is None:
+            import pyarrow as pa
+
+            texts = contents.take(pa.array(_ranges(s, e - s))).to_pylist()
+            at = np.r_[0, np.cumsum(e - s)].tolist()
+            return self.tokens.count([(self.system, texts[a:b]) for a, b in zip(at, at[1:], strict=False)])
+        running = np.r_[0, np.cumsum(per_turn)]
+        sys_tok = self.tokens.count([(self.system, [])])[0]
+        return (running[e] - running[s] + sys_tok).tolist()
 
 
-def _pick(items: list[Any], idx: list[int]) -> list[Any]:
-    """items[i] for i in idx, at C speed (itemgetter returns a bare item for one index)."""
-    if len(idx) > 1:
-        return list(itemgetter(*idx)(items))
-    return [items[i] for i in idx]
+
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The indices start..start+count-1 of every (start, count), concatenated."""
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    if not total:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.cumsum(counts) - counts
+    return np.arange(total, dtype=np.int64) + np.repeat(np.asarray(starts, dtype=np.int64) - offsets, counts)
 
 
-def _turn_dict(t: tuple[bool, str, str]) -> dict[str, Any]:
-    is_me, content, name = t
+def _codes(column: Any) -> tuple[np.ndarray, list[str]]:
+    """Dictionary indices and values of a string column (dictionary-encoded or not)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)
+    return column.indices.to_numpy(zero_copy_only=False).astype(np.int64), column.dictionary.to_pylist()
+
+
+def _global(local: np.ndarray, values: list[str], ids: dict[str, int], names: list[str]) -> np.ndarray:
+    """Block-local dictionary codes -> codes stable across the whole run."""
+    table = np.empty(len(values), dtype=np.int64)
+    for i, v in enumerate(values):
+        if v not in ids:
+            ids[v] = len(names)
+            names.append(v)
+        table[i] = ids[v]
+    return table[local] if len(values) else local
+
+
+def _re2_precheck() -> str:
+    from persona_studio.clean.pii import _PRECHECK
+
+    # Python's \d in a str pattern is any Unicode decimal digit; RE2's is ASCII only.
+    return _PRECHECK.pattern.replace(r"\d", r"\p{Nd}")
+
+
+def _turn_dict(is_me: bool, content: str, name: str) -> dict[str, Any]:
     d: dict[str, Any] = {"role": "assistant" if is_me else "user", "content": content}
     if name:
         d["name"] = name
     return d
 
 
-def _dumps(obj: Any) -> str:
-    from persona_studio.clean.dedup import dumps
+def _batch_of(b: Any) -> Any:  # TEMP until store/blocks.py holds arrow batches
+    import pyarrow as pa
 
-    return dumps(obj)
+    if hasattr(b, "batch"):
+        return b.batch
+    return pa.record_batch({
+        "ts": pa.array(np.asarray(b.ts, dtype=np.float64)), "is_me": pa.array(np.frombuffer(b.is_me, dtype=np.uint8)),
+        "chat": pa.array(b.chat, pa.string()), "speaker": pa.array(b.speaker, pa.string()),
+        "speaker_id": pa.array(b.speaker_id, pa.string()), "kind": pa.array(b.kind, pa.string()),
+        "text": pa.array(b.text, pa.string()),
+    })

@@ -27,7 +27,8 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable
-from typing import Any
+from itertools import repeat
+from typing import TYPE_CHECKING, Any
 
 from persona_studio.bulk import paused_gc
 from persona_studio.clean.blocked import BlockedWords, load_words
@@ -37,6 +38,9 @@ from persona_studio.clean.sessionize import Rules, Sessionizer
 from persona_studio.clean.tokens import TokenCounter, report
 from persona_studio.importer import check_persona
 from persona_studio.ingest.generic import NAMES as GENERIC_FORMATS
+
+if TYPE_CHECKING:
+    from persona_studio.clean.columnar import Closed
 
 Progress = Callable[[int, int | None], None]
 
@@ -85,6 +89,7 @@ class _Run:
         self.pending: list[tuple[str, list[str], str, str]] = []  # (hash, turn contents, JSON, chat)
         self.open_hits: dict[tuple[Hashable, int], list[tuple[str, tuple[int, int], str]]] = {}
         self.hits: list[tuple[str, tuple[int, int], str, str | None]] = []
+        self._chat_meta: dict[str, str] = {}
 
     def feed(self, rows: Any, progress: Progress | None, total: int, done: int = 0) -> int:
         # The loop runs once per stored message (millions): everything it touches is a local,
@@ -182,6 +187,35 @@ class _Run:
                 self.flush()
         self.samples["duplicates_dropped"] += dropped
 
+    def accept_closed(self, c: Closed) -> None:
+        """The column path's conversations (see `Closed`): hash, dedup and store their samples.
+        Per sample this is a hash and a dict lookup; everything else was done on columns."""
+        from hashlib import sha256
+
+        prefix = self.system + "\x00"  # sample_hash, inlined: it runs once per sample
+        raws = [sha256(s.encode()).hexdigest()[:32] for s in map(prefix.__add__, c.jsons)]
+        stored = list(map(self.dedup.check, raws))
+        for at, hits in c.hits:
+            first = (stored[at] or raws[at]) if at >= 0 else None  # a duplicate's hits point at its twin
+            self.hits.extend((w, ref, t, first) for w, ref, t in hits)
+        keep = [i for i, h in enumerate(stored) if h is not None]
+        self.samples["duplicates_dropped"] += len(stored) - len(keep)
+        if not keep:
+            return
+        hashes = [stored[i] for i in keep]
+        tokens = [c.tokens[i] for i in keep]
+        metas = self._chat_meta
+        meta = [metas.get(ch) or metas.setdefault(ch, dumps({"chat": ch}) if ch else "{}") for ch in (c.chats[i] for i in keep)]
+        new = sum(h not in self.existing for h in hashes)
+        self.samples["new"] += new
+        self.samples["kept"] += len(keep) - new
+        self.lengths.extend(tokens)
+        pid, run_id, system, created = self.persona_id, self.run_id, self.system, self.created_at
+        self.db.executemany(_UPSERT, zip(
+            repeat(pid), repeat(run_id), hashes, repeat(system), [c.jsons[i] for i in keep],
+            [c.n_turns[i] for i in keep], tokens, meta, repeat(created),
+        ))
+
     def feed_import(self, db: Any, import_id: int, columnar: bool, progress: Progress | None,
                     done: int, total: int) -> int:
         """Clean one import's messages; returns how many were read. Conversations end with
@@ -193,8 +227,10 @@ class _Run:
             return self.feed(_messages(db, import_id), progress, total, done)
         from persona_studio.clean.columnar import ColumnarSessionizer
 
+        self.flush()  # the message path's samples of earlier imports go first
         cs = ColumnarSessionizer(self.sess, self.blocked, self.redactor, self.cut_non_text, self.skipped,
-                                 self.word_hits, self.redacted, self.pii_dropped, self.accept)
+                                 self.word_hits, self.redacted, self.pii_dropped, self.tokens, self.system,
+                                 self.accept_closed)
         n = done
         for b in read_blocks(db, import_id):
             cs.feed(b, import_id)
