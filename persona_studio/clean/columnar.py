@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 ADD, TOUCH, CUT = 0, 1, 2
 _TEXT_KINDS = frozenset({"text", "quote"})
-WINDOW = 1 << 20  # messages per window: ~100 MB of columns at most
+WINDOW = 1 << 17  # messages per window: ~100 MB of columns at most
 Hit = tuple[str, tuple[int, int], str]  # (word, (import_id, seq), text)
 # RE2 (Arrow's regex engine) spelling of "needs escaping in a JSON string", as encode_basestring
 _JSON_SPECIAL = r'[\x00-\x1f"\\]'
@@ -93,42 +93,56 @@ class ColumnarSessionizer:
         self.speakers: list[str] = []
         self.hits: dict[int, list[Hit]] = {}  # by stream position of the removed message
         self.pending = _Events()
+        self.blocks: list[Block] = []  # fed, not yet turned into events
+        self.buffered = 0
         self.orphans: list[tuple[float, list[Hit]]] = []
         self.n = 0  # messages seen (stream position)
         self._blocked_re = blocked.prefilter() if blocked.search is not None else None
         self._pii_re = _re2_precheck() if redactor.maybe is not None else None
 
     def feed(self, block: Block, import_id: int) -> None:
-        self._events(block, import_id)
-        if len(self.pending) >= WINDOW:
+        self.blocks.append(block)
+        self.buffered += len(block)
+        if self.buffered + len(self.pending) >= WINDOW:
+            self._events(import_id)
             self._window(final=False)
 
-    def finish(self) -> None:
+    def finish(self, import_id: int) -> None:
+        self._events(import_id)
         self._window(final=True)
 
-    # -- per block: classify messages into events --------------------------------------------
+    # -- per window of blocks: classify messages into events -----------------------------------
 
-    def _events(self, b: Block, import_id: int) -> None:
+    def _events(self, import_id: int) -> None:
+        """The buffered blocks as events. The text work runs once over all of them: each Arrow
+        regex call compiles its pattern, which costs as much as scanning a block."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        batch = _batch_of(b)
-        n = batch.num_rows
+        blocks, self.blocks, self.buffered = self.blocks, [], 0
+        if not blocks:
+            return
+        batches = [_batch_of(b) for b in blocks]
+        n = sum(b.num_rows for b in batches)
         base, self.n = self.n, self.n + n
+        seq = np.concatenate([np.arange(b.first_seq, b.first_seq + len(b)) for b in blocks])
         skipped = self.skipped
         keep = np.ones(n, dtype=bool)
         etype = np.full(n, ADD, dtype=np.int8)
-        kind, kinds = _codes(batch.column("kind"))
-        other = ~np.array([k in _TEXT_KINDS for k in kinds], dtype=bool)[kind] if kinds else keep & False
+        names: list[str] = []
+        ids: dict[str, int] = {}
+        kind = np.concatenate([_global(*_codes(b.column("kind")), ids, names) for b in batches])
+        other = ~np.array([k in _TEXT_KINDS for k in names], dtype=bool)[kind] if names else ~keep
         if other.any():  # a quote-reply's text is the reply
-            for k, c in zip(kinds, np.bincount(kind[other], minlength=len(kinds)).tolist(), strict=True):
+            for k, c in zip(names, np.bincount(kind[other], minlength=len(names)).tolist(), strict=True):
                 if c:
                     skipped[f"non_text:{k}"] += c
             if self.cut_non_text:
                 etype[other] = CUT
             else:
                 keep[other] = False
-        text = pc.utf8_trim_whitespace(batch.column("text"))  # str.strip (a test checks every code point)
+        text = pa.concat_arrays([b.column("text") for b in batches]) if len(batches) > 1 else batches[0].column("text")
+        text = pc.utf8_trim_whitespace(text)  # str.strip (a test checks every code point)
         empty = (pc.utf8_length(text).to_numpy(zero_copy_only=False) == 0) & (etype == ADD) & keep
         if empty.any():
             skipped["empty"] += int(empty.sum())
@@ -139,7 +153,7 @@ class ColumnarSessionizer:
                 if not (words := self.blocked.hits(t)):
                     continue
                 skipped["blocked_word"] += 1
-                ref = (import_id, b.first_seq + i)
+                ref = (import_id, int(seq[i]))
                 for w in words:
                     self.word_hits[w] += 1
                 self.hits[base + i] = [(w, ref, t) for w in words]
@@ -163,16 +177,14 @@ class ColumnarSessionizer:
                 mask = np.zeros(n, dtype=bool)
                 mask[at] = True
                 text = pc.replace_with_mask(text, pa.array(mask), pa.array(clean_texts, pa.string()))
-        chat, chats = _codes(batch.column("chat"))
-        spk, spks = _codes(batch.column("speaker"))
         idx = np.flatnonzero(keep)
         cols = (
             idx + base,
-            _global(chat, chats, self.keys, self.chats)[idx],
-            batch.column("ts").to_numpy(zero_copy_only=False)[idx],
+            np.concatenate([_global(*_codes(b.column("chat")), self.keys, self.chats) for b in batches])[idx],
+            np.concatenate([b.column("ts").to_numpy(zero_copy_only=False) for b in batches])[idx],
             etype[idx],
-            batch.column("is_me").to_numpy(zero_copy_only=False)[idx].astype(bool),
-            _global(spk, spks, self.spk_ids, self.speakers)[idx],
+            np.concatenate([b.column("is_me").to_numpy(zero_copy_only=False) for b in batches])[idx].astype(bool),
+            np.concatenate([_global(*_codes(b.column("speaker")), self.spk_ids, self.speakers) for b in batches])[idx],
         )
         self.pending.add(cols, text if len(idx) == n else text.take(pa.array(idx)))
 

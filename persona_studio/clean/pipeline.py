@@ -30,7 +30,7 @@ from collections.abc import Callable, Hashable
 from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
-from persona_studio.bulk import paused_gc
+from persona_studio.bulk import Background, paused_gc
 from persona_studio.clean.blocked import BlockedWords, load_words
 from persona_studio.clean.dedup import Dedup, dumps, sample_hash
 from persona_studio.clean.pii import Redactor
@@ -90,6 +90,7 @@ class _Run:
         self.open_hits: dict[tuple[Hashable, int], list[tuple[str, tuple[int, int], str]]] = {}
         self.hits: list[tuple[str, tuple[int, int], str, str | None]] = []
         self._chat_meta: dict[str, str] = {}
+        self.writer = Background()
 
     def feed(self, rows: Any, progress: Progress | None, total: int, done: int = 0) -> int:
         # The loop runs once per stored message (millions): everything it touches is a local,
@@ -224,20 +225,23 @@ class _Run:
         from persona_studio.store.blocks import read_blocks
 
         if not columnar:
+            self.writer.wait()  # the column path's samples of earlier imports go first
             return self.feed(_messages(db, import_id), progress, total, done)
         from persona_studio.clean.columnar import ColumnarSessionizer
 
         self.flush()  # the message path's samples of earlier imports go first
+        # Storing a window's samples (hashes, SQLite) runs on the writer thread while the next
+        # window is computed; accept_closed is the only code that touches dedup/counters then.
         cs = ColumnarSessionizer(self.sess, self.blocked, self.redactor, self.cut_non_text, self.skipped,
                                  self.word_hits, self.redacted, self.pii_dropped, self.tokens, self.system,
-                                 self.accept_closed)
+                                 lambda closed: self.writer.submit(self.accept_closed, closed))
         n = done
         for b in read_blocks(db, import_id):
             cs.feed(b, import_id)
             n += len(b)
             if progress is not None:
                 progress(n, total)
-        cs.finish()
+        cs.finish(import_id)
         return n - done
 
     def flush(self) -> None:
@@ -304,10 +308,14 @@ def make_dataset(ws: Any, persona_id: str, progress: Progress | None = None) -> 
             }
             run = _Run(ws, persona_id, system, existing, run_id, db)
             read = 0
-            for import_id, fmt in db.execute(
-                "SELECT id, format FROM imports WHERE persona_id = ? ORDER BY id", (persona_id,)
-            ).fetchall():
-                read += run.feed_import(db, import_id, fmt not in GENERIC_FORMATS, progress, read, total)
+            try:
+                for import_id, fmt in db.execute(
+                    "SELECT id, format FROM imports WHERE persona_id = ? ORDER BY id", (persona_id,)
+                ).fetchall():
+                    read += run.feed_import(db, import_id, fmt not in GENERIC_FORMATS, progress, read, total)
+                run.writer.wait()
+            finally:
+                run.writer.close()  # before the transaction ends, whichever way it ends
             run.flush()
             if progress is not None:
                 progress(read, total)
