@@ -5,8 +5,10 @@ database (a row per message) migrates to blocks."""
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from persona_studio import ingest
 from persona_studio.errors import UserError
 from persona_studio.importer import import_files
 from persona_studio.ingest import wechat
+from persona_studio.ingest.wechat_arrow import ArrowColumns
 from persona_studio.store import Store
 from persona_studio.store.blocks import Block, pack, read_blocks, unpack
 from persona_studio.store.schema import MIGRATIONS
@@ -52,6 +55,30 @@ def _big_csv(path: Path, n: int, odd: dict[int, str]) -> Path:
     return path
 
 
+def _read_all(path: Path) -> tuple[list[ingest.Message], ingest.ReadStats]:
+    stats = ingest.ReadStats()
+    return list(ingest.read(path, stats=stats)), stats
+
+
+def _row_path_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every chunk goes row by row through the csv module: the reference reader."""
+    monkeypatch.setattr(ArrowColumns, "block", lambda self, chunk: None)
+
+
+def _count_arrow_blocks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Records the size of every Block the Arrow path makes (None: the chunk went row by row)."""
+    made: list[int] = []
+    real = ArrowColumns.block
+
+    def spy(self: ArrowColumns, chunk: Any) -> Any:
+        block = real(self, chunk)
+        made.append(-1 if block is None else len(block))
+        return block
+
+    monkeypatch.setattr(ArrowColumns, "block", spy)
+    return made
+
+
 def test_column_path_reads_what_the_row_path_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     odd = {
         300: '300,1200,动画表情,0,bob,,[sticker],,2024-05-02 10:00:00\n',
@@ -61,14 +88,12 @@ def test_column_path_reads_what_the_row_path_reads(tmp_path: Path, monkeypatch: 
         9003: '9003,1,文本,2,bob,,bad sender,,2024-05-02 10:00:00\n',
     }
     path = _big_csv(tmp_path / "big.csv", 12000, odd)
-
-    def read_all() -> tuple[list[ingest.Message], ingest.ReadStats]:
-        stats = ingest.ReadStats()
-        return list(ingest.read(path, stats=stats)), stats
-
-    fast, fast_stats = read_all()
-    monkeypatch.setattr(wechat._Columns, "fast", lambda self, rows: None)
-    slow, slow_stats = read_all()
+    monkeypatch.setattr(wechat, "CHUNK_BYTES", 1 << 14)  # many chunks: most by Arrow, a few row by row
+    made = _count_arrow_blocks(monkeypatch)
+    fast, fast_stats = _read_all(path)
+    assert sum(n for n in made if n > 0) > 11000 and made.count(-1) == 1  # rows 9001-9003 share a chunk
+    _row_path_only(monkeypatch)
+    slow, slow_stats = _read_all(path)
     assert fast == slow
     assert fast_stats == slow_stats
     assert fast_stats.read == 12000 - 3 and fast_stats.bad == 3
@@ -79,6 +104,59 @@ def test_column_path_reads_what_the_row_path_reads(tmp_path: Path, monkeypatch: 
     assert other.meta == {"is_sender": 1, "type_name": "新类型"}
     assert fast[0].meta == {"is_sender": 0, "MsgSvrID": "901"} and fast[0].ts == 1714644061.0
     assert fast[100].text == "line 101\nsecond line"
+
+
+def _odd_csv(path: Path, n: int, seed: int = 7) -> Path:
+    """Everything the readers must agree on, scattered: quoted fields with CRLF, lone CR, LF and
+    escaped quotes; unknown and padded type names; forwarded messages; empty MsgSvrID; a
+    padded is_sender; blank lines; and now and then a short row, a bad time or a bad sender."""
+    rng = random.Random(seed)
+    header = "id,MsgSvrID,type_name,is_sender,talker,room_name,msg,src,CreateTime,is_forward\r\n"
+    types = ["文本"] * 6 + ["图片", "新类型", " 文本 ", "撤回消息"]
+    msgs = ["hi", '"two\r\nlines"', '"lone\rcr"', '"say ""hi"", ok"', '"a, b\nc"', "你好", '""', "x"]
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        fh.write(header)
+        for i in range(1, n + 1):
+            roll = rng.random()
+            if roll < 0.004:
+                fh.write(rng.choice([f"{i},1,文本\r\n", f"{i},1,文本,0,bob,,m,,2024-02-30 10:00:00,0\r\n",
+                                     f"{i},1,文本,x,bob,,m,,2024-02-01 10:00:00,0\r\n", "\r\n"]))
+                continue
+            sender = rng.choice(["0", "1", "1", " 1"])
+            svr = "" if roll < 0.05 else str(10**18 + i)
+            fwd = rng.choice(["0", "0", "0", "", "1"])
+            room = rng.choice(["", "room@chatroom", "群"])
+            stamp = f"2024-{1 + i % 12:02d}-{1 + i % 28:02d} {i % 24:02d}:{i % 60:02d}:{i * 7 % 61:02d}"
+            fh.write(f"{i},{svr},{rng.choice(types)},{sender},{rng.choice(['bob', '李四', 'me'])},{room},"
+                     f"{rng.choice(msgs)},,{stamp},{fwd}\r\n")
+    return path
+
+
+def test_arrow_and_row_paths_agree_on_odd_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _odd_csv(tmp_path / "odd.csv", 20000)
+    monkeypatch.setattr(wechat, "CHUNK_BYTES", 1 << 13)
+    made = _count_arrow_blocks(monkeypatch)
+    fast, fast_stats = _read_all(path)
+    assert made.count(-1) >= 10 and sum(n for n in made if n > 0) > 5000  # both paths ran
+    _row_path_only(monkeypatch)
+    slow, slow_stats = _read_all(path)
+    assert fast_stats == slow_stats and fast_stats.bad > 20
+    assert fast == slow
+    kinds = {m.kind for m in fast}
+    assert {"text", "image", "recall", "other"} <= kinds
+    assert any(m.text == "two\nlines" for m in fast) and any(m.text == "lone\rcr" for m in fast)
+    assert any(m.meta.get("is_forward") == 1 for m in fast) and any("MsgSvrID" not in m.meta for m in fast)
+    assert {m.speaker for m in fast} == {"me", "bob", "李四"}
+
+
+def test_chunk_boundaries_do_not_change_what_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunk sizes that cut anywhere (inside CRLF pairs, quoted fields, multi-byte characters)."""
+    path = _odd_csv(tmp_path / "odd.csv", 600, seed=3)
+    reference, ref_stats = _read_all(path)
+    for size in (64, 97, 1000, 4099):
+        monkeypatch.setattr(wechat, "CHUNK_BYTES", size)
+        got, stats = _read_all(path)
+        assert got == reference and stats == ref_stats, size
 
 
 def test_broken_quote_deep_in_a_file_names_the_record_start(tmp_path: Path) -> None:

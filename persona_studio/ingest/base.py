@@ -45,11 +45,31 @@ class ImportError_(UserError, ValueError):
     """A whole-file failure: one line naming the file and line/record. Nothing is stored."""
 
 
+# Python lists of at most about this much text at a time: a Block may hold megabytes.
+_SLICE_BYTES = 1 << 18
+
+
+def _slices(block: Block) -> Iterator[Block]:
+    """The block in row slices of about _SLICE_BYTES of text each (no copy)."""
+    import pyarrow.compute as pc
+
+    from persona_studio.store.blocks import Block
+
+    n = len(block)
+    text_bytes = pc.sum(pc.binary_length(block.batch.column("text"))).as_py() or 0
+    if text_bytes <= _SLICE_BYTES:
+        yield block
+        return
+    step = max(1, n * _SLICE_BYTES // text_bytes)
+    for start in range(0, n, step):
+        yield Block.of(block.batch.slice(start, step), block.first_seq + start)
+
+
 def messages_of(blocks: Iterable[Block]) -> Iterator[Message]:
     """The Messages of Blocks, one by one (for callers that want records, not columns)."""
     from itertools import repeat
 
-    for b in blocks:
+    for b in (part for block in blocks for part in _slices(block)):
         n = len(b)
         meta = b.meta
         roles = meta.get("role") or repeat(None, n)

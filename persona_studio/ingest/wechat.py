@@ -1,23 +1,30 @@
 """WeChat-style CSV, as PyWxDump/WeClone users export it.
 
 Header `id,MsgSvrID,type_name,is_sender,talker,room_name,msg,src,CreateTime[,is_forward]`;
-`msg` may hold newlines inside quotes, so the csv module reads a text stream (never
-line-splitting ourselves). is_sender=1 is the account owner, who becomes speaker "me".
+`msg` may hold newlines inside quotes. is_sender=1 is the account owner, who becomes speaker
+"me".
+
+Two readers, one result. The file is cut into chunks of whole records (ingest/csvchunks.py)
+and pyarrow turns each into a Block with column operations (ingest/wechat_arrow.py). A chunk
+holding anything unusual (a short row, an odd timestamp or is_sender, bytes that are not
+UTF-8) goes row by row through the `csv` module instead (`_Columns.slow`), which counts bad
+rows with their line; quoting the chunker cannot follow sends the rest of the file that way.
+The row path is the reference: tests check both read the same messages.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import islice
-from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from persona_studio.ingest.base import ImportError_, Kind, Message, messages_of
 from persona_studio.ingest.common import ReadStats, parse_wall_time, where
-from persona_studio.ingest.encoding import open_text
+from persona_studio.ingest.encoding import open_utf8_bytes
 
 if TYPE_CHECKING:
     from persona_studio.store.blocks import Block
@@ -26,6 +33,7 @@ NAME = "wechat"
 REQUIRED = ("type_name", "is_sender", "talker", "msg", "CreateTime")
 KNOWN = ("id", "MsgSvrID", "type_name", "is_sender", "talker", "room_name", "msg", "src", "CreateTime", "is_forward")
 ME = "me"
+ME_ID = "is_sender:1"
 
 KINDS: dict[str, Kind] = {
     "文本": "text",
@@ -43,6 +51,13 @@ KINDS: dict[str, Kind] = {
 # A long message (a pasted article) can exceed csv's 128 KiB default field limit.
 _FIELD_LIMIT = 16 << 20
 
+# Bytes per chunk (and so per Block on the Arrow path): a few MiB, so per-chunk costs vanish
+# and memory stays flat however big the export is.
+CHUNK_BYTES = 4 << 20
+# Rows per Block on the row path: the first batch small, then sized to about ROW_CHARS characters.
+ROWS = 8192
+ROW_CHARS = 1 << 18
+
 
 def _header(head: str) -> list[str]:
     first = head.split("\n", 1)[0].strip("\r\ufeff ")
@@ -54,13 +69,6 @@ def sniff(head: str) -> bool:
     still reaches `read`, which names what is missing)."""
     cols = set(_header(head))
     return len(cols & set(KNOWN)) >= 3 and ("msg" in cols or "type_name" in cols or "talker" in cols)
-
-
-# Rows per Block: big enough that per-chunk costs vanish. The size adapts to the text per row
-# so a chunk holds about CHUNK_CHARS characters of messages (memory stays flat for exports of
-# pasted articles too); the first chunk is small, to measure.
-CHUNK = 8192
-CHUNK_CHARS = 1 << 18
 
 
 def read(path: Path, encoding: str, stats: ReadStats) -> Iterator[Message]:
@@ -78,102 +86,118 @@ def _lines(row: list[str]) -> int:
 
 
 def read_blocks(path: Path, encoding: str, stats: ReadStats) -> Iterator[Block]:
-    """The file as Blocks of up to CHUNK messages (`is_me` left empty: the importer decides).
+    """The file as Blocks (`is_me` left empty: the importer decides); see the module doc."""
+    from persona_studio.ingest.csvchunks import CsvChunks
+    from persona_studio.ingest.wechat_arrow import ArrowColumns
 
-    A chunk of rows becomes columns with C-level operations (itemgetter maps, one numpy
-    timestamp parse, set checks); only a chunk holding something unusual (a short row, an odd
-    timestamp, an unknown type, a forwarded message) takes the row-by-row path, which is the
-    one that knows line numbers for its error messages."""
     if csv.field_size_limit() < _FIELD_LIMIT:
         csv.field_size_limit(min(_FIELD_LIMIT, sys.maxsize))
-    with open_text(path, encoding) as f:
-        reader = csv.reader(f, strict=True)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise ImportError_(f"{path}: empty file") from None
-        except csv.Error as exc:
-            raise ImportError_(f"{path}:1: bad CSV header ({exc})") from None
-        header = [h.strip().lstrip("\ufeff") for h in header]
-        missing = [c for c in REQUIRED if c not in header]
-        if missing:
-            raise ImportError_(f"{path}:1: missing CSV column(s): {', '.join(missing)}")
-        cols = _Columns(header)
-        line = reader.line_num  # the line the previous record ended on
+    with open_utf8_bytes(path, encoding) as raw:
+        chunks = CsvChunks(_readinto(raw), CHUNK_BYTES)
+        head = chunks.next(first_record=True)
+        if head is None:
+            raise ImportError_(f"{path}: empty file")
+        if not head.plain:
+            reader = _reader(chunks.rest(head))
+            cols = _Columns(_read_header(reader, path))
+            yield from _numbered(_row_blocks(reader, cols, path, reader.line_num, stats), stats)
+            return
+        cols = _Columns(_read_header(_reader(io.BytesIO(head.data.to_pybytes())), path))
+        arrow = ArrowColumns(cols)
         seq = 1
-        size = 256
-        while True:
-            rows: list[list[str]] = []
-            try:
-                rows.extend(islice(reader, size))  # extend keeps the rows read before an error
-            except csv.Error as exc:
-                bad_line = line + sum(map(_lines, rows)) + 1
-                raise ImportError_(f"{path}:{bad_line}: bad CSV ({exc})") from None
-            if not rows:
+        while (chunk := chunks.next()) is not None:
+            if not chunk.plain:  # the chunker cannot follow this quoting: the csv module takes over
+                yield from _numbered(_row_blocks(_reader(chunks.rest(chunk)), cols, path, chunk.line, stats),
+                                     stats, seq)
                 return
-            block = cols.fast(rows)
-            if block is None:
-                block = cols.slow(rows, path, line, stats)
-            line = reader.line_num
-            per_row = sum(map(len, block.text)) // max(1, len(block)) + 1
-            size = max(16, min(CHUNK, CHUNK_CHARS // per_row))
-            if len(block):
-                stats.read += len(block)
-                block.first_seq = seq
-                seq += len(block)
-                yield block
+            block = arrow.block(chunk)
+            if block is None:  # something unusual in this chunk: row by row, with line numbers
+                reader = _reader(io.BytesIO(chunk.data.to_pybytes()))
+                found: Iterable[Block] = _row_blocks(reader, cols, path, chunk.line, stats)
+            else:
+                found = (block,)
+            for b in _numbered(found, stats, seq):
+                seq += len(b)
+                yield b
+
+
+def _readinto(raw: Any) -> Any:
+    """`raw.readinto`, or one made of `raw.read` for the re-encoding reader (non-UTF-8 files)."""
+    if isinstance(raw, io.BufferedReader):
+        return raw.readinto
+
+    def readinto(mv: memoryview) -> int:
+        data = raw.read(len(mv))
+        mv[:len(data)] = data
+        return len(data)
+
+    return readinto
+
+
+def _reader(stream: Any) -> Any:
+    """A strict csv reader over UTF-8 bytes (undecodable bytes become U+FFFD, as open_text does)."""
+    return csv.reader(io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline=""), strict=True)
+
+
+def _read_header(reader: Any, path: Path) -> list[str]:
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ImportError_(f"{path}: empty file") from None
+    except csv.Error as exc:
+        raise ImportError_(f"{path}:1: bad CSV header ({exc})") from None
+    header = [h.strip().lstrip("\ufeff") for h in header]
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise ImportError_(f"{path}:1: missing CSV column(s): {', '.join(missing)}")
+    return header
+
+
+def _numbered(blocks: Iterable[Block], stats: ReadStats, seq: int = 1) -> Iterator[Block]:
+    """Non-empty blocks, numbered on from `seq` and counted as read."""
+    for block in blocks:
+        if len(block):
+            block.first_seq = seq
+            seq += len(block)
+            stats.read += len(block)
+            yield block
+
+
+def _row_blocks(reader: Any, cols: _Columns, path: Path, line: int, stats: ReadStats) -> Iterator[Block]:
+    """Row by row from a csv reader whose first record starts on line `line + 1`."""
+    start = line - reader.line_num  # reader.line_num counts from where the reader started
+    size = 256
+    while True:
+        rows: list[list[str]] = []
+        try:
+            rows.extend(islice(reader, size))  # extend keeps the rows read before an error
+        except csv.Error as exc:
+            bad_line = line + sum(map(_lines, rows)) + 1
+            raise ImportError_(f"{path}:{bad_line}: bad CSV ({exc})") from None
+        if not rows:
+            return
+        block = cols.slow(rows, path, line, stats)
+        line = start + reader.line_num
+        per_row = sum(map(len, block.text)) // max(1, len(block)) + 1
+        size = max(16, min(ROWS, ROW_CHARS // per_row))
+        yield block
 
 
 class _Columns:
-    """Turns a chunk of CSV rows into a Block, knowing which column is which."""
+    """Which column is which, and the row-by-row reading of CSV rows into a Block."""
 
     def __init__(self, header: list[str]):
         col = {name: header.index(name) for name in KNOWN if name in header}
+        self.header = header
         self.n_header = len(header)
         self.width = max(col.values()) + 1
         self.i_type, self.i_sender, self.i_talker = col["type_name"], col["is_sender"], col["talker"]
         self.i_msg, self.i_time = col["msg"], col["CreateTime"]
         self.i_room, self.i_svr, self.i_fwd = col.get("room_name"), col.get("MsgSvrID"), col.get("is_forward")
 
-    def fast(self, rows: list[list[str]]) -> Block | None:
-        """The chunk as a Block when every row is ordinary, else None (take `slow`)."""
-        import numpy as np
-
-        from persona_studio.store.blocks import Block
-
-        if min(map(len, rows)) < self.width:
-            return None
-        sender = list(map(itemgetter(self.i_sender), rows))
-        if not set(sender) <= {"0", "1"}:
-            return None
-        kind = list(map(KINDS.get, map(itemgetter(self.i_type), rows)))
-        if None in kind:
-            return None
-        if self.i_fwd is not None and not set(map(itemgetter(self.i_fwd), rows)) <= {"", "0"}:
-            return None
-        ts = _wall_times(list(map(itemgetter(self.i_time), rows)))
-        if ts is None:
-            return None
-        talker = list(map(itemgetter(self.i_talker), rows))
-        text = list(map(itemgetter(self.i_msg), rows))
-        if "\r" in "".join(text):  # quoted newlines keep the file's CRLF; messages use "\n"
-            text = [t.replace("\r\n", "\n") for t in text]
-        # dict.get(sender, talker) mapped over two columns: "me" for "1", else the talker (C speed)
-        speaker = list(map({"1": ME}.get, sender, talker))
-        speaker_id = list(map({"1": _ME_ID}.get, sender, talker))
-        chat = list(map(itemgetter(self.i_room), rows)) if self.i_room is not None else [""] * len(rows)
-        meta: dict[str, list[Any]] = {"is_sender": list(map(_SENDER.__getitem__, sender))}
-        if self.i_svr is not None:
-            svr = list(map(itemgetter(self.i_svr), rows))
-            if "" in svr:
-                svr = [s or None for s in svr]
-            meta["MsgSvrID"] = svr
-        return Block(np.array(ts, dtype="<f8") if isinstance(ts, list) else ts,
-                     chat, speaker, speaker_id, kind, text, meta=meta)
-
     def slow(self, rows: list[list[str]], path: Path, line: int, stats: ReadStats) -> Block:
-        """Row by row, for a chunk with something unusual: bad rows are counted (with their
-        line) and skipped, unknown types kept as "other" with the type name in meta."""
+        """Rows -> Block: bad rows are counted (with their line: `line` is the line before the
+        first row) and skipped, unknown types kept as "other" with the type name in meta."""
         import numpy as np
 
         from persona_studio.store.blocks import Block, meta_columns
@@ -215,36 +239,9 @@ class _Columns:
             ts_l.append(ts)
             chat_l.append(row[self.i_room] if self.i_room is not None else "")
             speaker_l.append(ME if sender == "1" else talker)
-            id_l.append(_ME_ID if sender == "1" else talker)
+            id_l.append(ME_ID if sender == "1" else talker)
             kind_l.append(kind)
             text_l.append(text)
             metas.append(fields)
         return Block(np.array(ts_l, dtype="<f8"), chat_l, speaker_l, id_l, kind_l, text_l,
                      meta=meta_columns(metas))
-
-
-_ME_ID = "is_sender:1"
-_SENDER = {"0": 0, "1": 1}
-_STAMP = "0000-00-00 00:00:00"
-
-
-def _wall_times(values: list[str]) -> Any:
-    """POSIX seconds (wall time read as UTC, as `parse_wall_time`) of every value, or None when
-    one of them is not a valid `YYYY-MM-DD HH:MM:SS` stamp (the caller goes row by row then).
-
-    The shape is checked on the joined column with strided slices (C speed), then numpy
-    parses the lot; it rejects impossible dates and times itself."""
-    import numpy as np
-
-    n = len(values)
-    joined = "".join(values)
-    width = len(_STAMP)
-    if len(joined) != n * width:
-        return None
-    for i, ch in ((4, "-"), (7, "-"), (10, " "), (13, ":"), (16, ":")):
-        if joined[i::width] != ch * n:
-            return None
-    try:
-        return np.array(values, dtype="datetime64[s]").astype("<i8").astype("<f8")
-    except ValueError:
-        return None

@@ -1,94 +1,263 @@
-"""Raw messages are stored in blocks: one `message_blocks` row per run of up to a few
-thousand consecutive messages of one import, each column packed into one value.
+"""Raw messages are stored in blocks: one `message_blocks` row per run of consecutive messages
+of one import, holding one Apache Arrow record batch (an IPC stream in a BLOB).
 
 Why not one row per message: a 1M-message export then costs a million B-tree inserts on
-import and a million row objects on every make-dataset, ~4 s next to the ~0.75 s that
-parsing the CSV takes. Messages are only ever written once and read back in order, whole imports at a
-time, so a row per block loses nothing the studio uses and turns both directions into a few
-hundred C-level joins and splits.
+import and a million row objects on every make-dataset. Messages are only ever written once
+and read back in order, whole imports at a time, so a row per block loses nothing the studio
+uses. Why Arrow: the WeChat reader parses a CSV straight into Arrow columns, make-dataset
+works on them with numpy/arrow compute, and the stored blob is read back without copying or
+decoding; nothing in between makes a Python object per message.
 
-Packing: a string column is "\\x00" + the values joined by "\\x00" (split back at C speed),
-or a JSON list where a value itself holds "\\x00"; `ts` is little-endian float64 (NaN: the
-source has no time), `is_me` one byte per message; `meta` is a JSON object of columns
-({"field": [value per message, null where absent]}), "{}" when no message has any.
+A block's batch has these columns, in this order, all of length n:
+    ts          float64   POSIX seconds, NaN where the source has no time
+    is_me       uint8     0/1, set by the importer (who is "me")
+    chat, speaker, speaker_id, kind   string or dictionary<int32, string>
+    text        string
+    meta:<key>  one per meta field, null where a message lacks it: a native Arrow type
+                (int64, string, float64, bool) when the values are all of that Python type,
+                else JSON text with field metadata {"json": "1"}
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Container, Iterable, Iterator, Sequence
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-INSERT = (
-    "INSERT INTO message_blocks (import_id, first_seq, n, ts, is_me, chat, speaker, speaker_id, kind, text, meta)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-)
-SELECT = (
-    "SELECT first_seq, n, ts, is_me, chat, speaker, speaker_id, kind, text, meta"
-    " FROM message_blocks WHERE import_id = ? ORDER BY first_seq"
-)
+if TYPE_CHECKING:  # pyarrow is imported where a block is built or read, not with the store
+    import pyarrow as pa
+
+INSERT = "INSERT INTO message_blocks (import_id, first_seq, n, data) VALUES (?,?,?,?)"
+SELECT = "SELECT first_seq, n, data FROM message_blocks WHERE import_id = ? ORDER BY first_seq"
 STRING_COLUMNS = ("chat", "speaker", "speaker_id", "kind", "text")
+COLUMNS = ("ts", "is_me", *STRING_COLUMNS)
+META = "meta:"
+_JSON = {b"json": b"1"}
 
 
-@dataclass
 class Block:
-    """Consecutive messages of one import, column by column (all columns have length n)."""
+    """Consecutive messages of one import: `batch` (see the module doc) and the `first_seq`
+    (1-based place in its import) of its first message.
 
-    ts: np.ndarray  # float64, NaN where the source has no time
-    chat: list[str]
-    speaker: list[str]
-    speaker_id: list[str]
-    kind: list[str]
-    text: list[str]
-    is_me: bytes = b""  # one 0/1 byte per message; set by the importer (who is "me")
-    meta: dict[str, list[Any]] = field(default_factory=dict)
-    first_seq: int = 1
+    The Python views (`ts`, `chat`, … `meta`) are built on first use and cached, for code that
+    wants lists; bulk code should work on `batch` (see `codes`)."""
+
+    __slots__ = ("_views", "batch", "first_seq")
+
+    def __init__(
+        self,
+        ts: Any,
+        chat: Sequence[str],
+        speaker: Sequence[str],
+        speaker_id: Sequence[str],
+        kind: Sequence[str],
+        text: Sequence[str],
+        is_me: Any = b"",
+        meta: dict[str, Sequence[Any]] | None = None,
+        first_seq: int = 1,
+    ):
+        import pyarrow as pa
+
+        n = len(text)
+        columns = [pa.array(np.asarray(ts, dtype=np.float64)), _uint8(is_me, n),
+                   *(pa.array(list(c), pa.string()) for c in (chat, speaker, speaker_id, kind, text))]
+        encoded = {key: _meta_array(values) for key, values in (meta or {}).items()}
+        self.batch = make_batch(columns, {k: a for k, (a, _) in encoded.items()},
+                                json_keys={k for k, (_, is_json) in encoded.items() if is_json})
+        self.first_seq = first_seq
+        self._views: dict[str, Any] = {}
+
+    @classmethod
+    def of(cls, batch: pa.RecordBatch, first_seq: int = 1) -> Block:
+        """A Block around an existing batch (no copy); its columns must be the canonical ones."""
+        if tuple(batch.schema.names[:len(COLUMNS)]) != COLUMNS:
+            raise ValueError(f"not a message block: columns {batch.schema.names[:len(COLUMNS)]}")
+        self = cls.__new__(cls)
+        self.batch = batch
+        self.first_seq = first_seq
+        self._views = {}
+        return self
 
     def __len__(self) -> int:
-        return len(self.text)
+        return self.batch.num_rows
+
+    def __repr__(self) -> str:
+        return f"Block(first_seq={self.first_seq}, n={len(self)}, columns={self.batch.schema.names})"
+
+    def _view(self, name: str) -> Any:
+        view = self._views.get(name)
+        if view is None:
+            view = self._views[name] = _python_view(self.batch, name)
+        return view
+
+    @property
+    def ts(self) -> np.ndarray:
+        return self._view("ts")
+
+    @property
+    def chat(self) -> list[str]:
+        return self._view("chat")
+
+    @property
+    def speaker(self) -> list[str]:
+        return self._view("speaker")
+
+    @property
+    def speaker_id(self) -> list[str]:
+        return self._view("speaker_id")
+
+    @property
+    def kind(self) -> list[str]:
+        return self._view("kind")
+
+    @property
+    def text(self) -> list[str]:
+        return self._view("text")
+
+    @property
+    def meta(self) -> dict[str, list[Any]]:
+        return self._view("meta")
+
+    @property
+    def is_me(self) -> bytes:
+        return self._view("is_me")
+
+    @is_me.setter
+    def is_me(self, value: Any) -> None:
+        i = self.batch.schema.get_field_index("is_me")
+        self.batch = self.batch.set_column(i, self.batch.schema.field(i), _uint8(value, len(self)))
+        self._views.pop("is_me", None)
 
 
-def pack_strings(values: Sequence[str]) -> str:
-    joined = "\x00".join(values)
-    if joined.count("\x00") == len(values) - 1:
-        return "\x00" + joined
-    return json.dumps(list(values), ensure_ascii=False)
+def make_batch(columns: Sequence[pa.Array], meta: dict[str, pa.Array],
+               json_keys: Container[str] = ()) -> pa.RecordBatch:
+    """A block's batch from its columns (in COLUMNS order) and meta columns (`json_keys`: those
+    holding JSON text)."""
+    import pyarrow as pa
+
+    fields = [pa.field(name, a.type, nullable=False) for name, a in zip(COLUMNS, columns, strict=True)]
+    fields += [pa.field(META + key, a.type, metadata=_JSON if key in json_keys else None) for key, a in meta.items()]
+    arrays = [*columns, *meta.values()]
+    if any(len(a) != len(arrays[0]) for a in arrays):
+        raise ValueError("block columns differ in length")
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def unpack_strings(packed: str, n: int) -> list[str]:
-    if packed.startswith("\x00"):
-        values = packed[1:].split("\x00")
+def _python_view(batch: pa.RecordBatch, name: str) -> Any:
+    if name == "ts":
+        return batch.column("ts").to_numpy(zero_copy_only=False)
+    if name == "is_me":
+        return batch.column("is_me").to_numpy(zero_copy_only=False).tobytes()
+    if name == "meta":
+        meta = {}
+        for field, column in zip(batch.schema, batch.columns, strict=True):
+            if field.name.startswith(META):
+                values = column.to_pylist()
+                if field.metadata == _JSON:
+                    values = [None if v is None else json.loads(v) for v in values]
+                meta[field.name[len(META):]] = values
+        return meta
+    column = batch.column(name)
+    if hasattr(column, "dictionary"):  # a few distinct values: decode each once
+        values = column.dictionary.to_pylist()
+        return list(map(values.__getitem__, column.indices.to_numpy(zero_copy_only=False).tolist()))
+    return column.to_pylist()
+
+
+def _uint8(value: Any, n: int) -> pa.Array:
+    """An is_me column: zeros for b"" (not decided yet), else bytes / numpy / arrow 0/1 values."""
+    import pyarrow as pa
+
+    if isinstance(value, pa.Array | pa.ChunkedArray):
+        value = value.to_numpy(zero_copy_only=False)
+    if isinstance(value, bytes | bytearray | memoryview):
+        array = np.frombuffer(value, dtype=np.uint8) if len(value) else np.zeros(n, np.uint8)
     else:
-        values = json.loads(packed)
-    if len(values) != n:
-        raise ValueError(f"packed column holds {len(values)} values, expected {n}")
-    return values
+        array = np.asarray(value).astype(np.uint8, copy=False)
+    if len(array) != n:
+        raise ValueError(f"is_me has {len(array)} values for {n} messages")
+    return pa.array(array, pa.uint8())
+
+
+_NATIVE = {int: "int64", str: "string", float: "float64", bool: "bool_"}  # pyarrow type factories
+
+
+def _meta_array(values: Sequence[Any]) -> tuple[pa.Array, bool]:
+    """(column, is_json): native when every non-null value has one plain type, else JSON."""
+    import pyarrow as pa
+
+    kinds = {type(v) for v in values if v is not None}
+    if not kinds:
+        return pa.nulls(len(values), pa.string()), False
+    if len(kinds) == 1 and (kind := kinds.pop()) in _NATIVE:
+        try:
+            return pa.array(values, getattr(pa, _NATIVE[kind])()), False
+        except (OverflowError, pa.ArrowInvalid):  # an int beyond int64
+            pass
+    encoded = [None if v is None else json.dumps(v, ensure_ascii=False) for v in values]
+    return pa.array(encoded, pa.string()), True
+
+
+def codes(column: Any) -> tuple[np.ndarray, list[str]]:
+    """(int32 index per message, distinct values) of a string or dictionary column, so a
+    column can be counted/compared per distinct value: values[codes[i]] is message i's value.
+    The values are distinct (dictionary entries that repeat are merged)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)
+    indices = column.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+    values = column.dictionary.to_pylist()
+    if len(set(values)) != len(values):
+        distinct = list(dict.fromkeys(values))
+        place = {v: i for i, v in enumerate(distinct)}
+        indices = np.array([place[v] for v in values], dtype=np.int32)[indices]
+        values = distinct
+    return indices, values
+
+
+def value_counts(column: Any, seen: Container[str] = ()) -> list[tuple[str, int]]:
+    """(value, count) of a string/dictionary column, each value present once, in the order
+    values first appear in the column when some value is not in `seen` (callers that keep a
+    Counter across blocks pass it, so ties keep first-seen order at no cost once all are known)."""
+    indices, values = codes(column)
+    counts = np.bincount(indices, minlength=len(values)).tolist()
+    present = [i for i, c in enumerate(counts) if c]
+    if any(values[i] not in seen for i in present):
+        firsts = np.unique(indices, return_index=True)
+        present = firsts[0][np.argsort(firsts[1], kind="stable")].tolist()
+    merged: dict[str, int] = {}
+    for i in present:
+        merged[values[i]] = merged.get(values[i], 0) + counts[i]
+    return list(merged.items())
 
 
 def pack(import_id: int, block: Block) -> tuple[Any, ...]:
-    n = len(block)
-    ts = np.ascontiguousarray(block.ts, dtype="<f8")
-    if len(ts) != n or len(block.is_me) != n:
-        raise ValueError("block columns differ in length")
-    return (
-        import_id, block.first_seq, n, ts.tobytes(), block.is_me,
-        *(pack_strings(getattr(block, c)) for c in STRING_COLUMNS),
-        json.dumps(block.meta, ensure_ascii=False) if block.meta else "{}",
-    )
+    """The `INSERT` parameters of a block: its batch as one Arrow IPC stream."""
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, block.batch.schema) as writer:
+        writer.write_batch(block.batch)
+    return import_id, block.first_seq, len(block), sink.getvalue()
 
 
 def unpack(row: Sequence[Any]) -> Block:
-    first_seq, n, ts, is_me, *strings, meta = row
-    cols = [unpack_strings(s, n) for s in strings]
-    return Block(
-        np.frombuffer(ts, dtype="<f8"), *cols, is_me=bytes(is_me),
-        meta=json.loads(meta) if meta != "{}" else {}, first_seq=first_seq,
-    )
+    """A `SELECT` row (first_seq, n, data) -> Block; the batch points into `data` (no copy)."""
+    import pyarrow as pa
+
+    first_seq, n, data = row
+    batch = pa.ipc.open_stream(pa.py_buffer(data)).read_next_batch()
+    if batch.num_rows != n:
+        raise ValueError(f"stored block holds {batch.num_rows} messages, expected {n}")
+    return Block.of(batch, first_seq)
 
 
 def read_blocks(db: sqlite3.Connection, import_id: int) -> Iterator[Block]:

@@ -12,32 +12,15 @@ import json
 import sqlite3
 from collections.abc import Callable
 
-_BLOCKS_DDL = """
-    CREATE TABLE message_blocks (
-        id          INTEGER PRIMARY KEY,
-        import_id   INTEGER NOT NULL REFERENCES imports(id) ON DELETE CASCADE,
-        first_seq   INTEGER NOT NULL,
-        n           INTEGER NOT NULL,
-        ts          BLOB NOT NULL,
-        is_me       BLOB NOT NULL,
-        chat        TEXT NOT NULL,
-        speaker     TEXT NOT NULL,
-        speaker_id  TEXT NOT NULL,
-        kind        TEXT NOT NULL,
-        text        TEXT NOT NULL,
-        meta        TEXT NOT NULL DEFAULT '{}',
-        UNIQUE (import_id, first_seq)
-    )
-"""
-
 
 def _v2_message_blocks(db: sqlite3.Connection) -> None:
     """messages (a row per message) -> message_blocks (see store/blocks.py for why)."""
     import numpy as np
 
-    from persona_studio.store.blocks import INSERT, Block, meta_columns, pack
+    from persona_studio.store import _v2blocks as v2
+    from persona_studio.store.blocks import meta_columns
 
-    db.execute(_BLOCKS_DDL)
+    db.execute(v2.DDL)
     cur = db.cursor()
     cur.row_factory = None
     import_ids = [r[0] for r in cur.execute("SELECT DISTINCT import_id FROM messages ORDER BY import_id")]
@@ -48,16 +31,39 @@ def _v2_message_blocks(db: sqlite3.Connection) -> None:
         for start in range(0, len(rows), 4096):
             part = rows[start:start + 4096]
             seq, ts, chat, speaker, speaker_id, is_me, kind, text, meta = zip(*part, strict=True)
-            block = Block(
-                np.array([np.nan if t is None else t for t in ts], dtype="<f8"),
-                list(chat), list(speaker), list(speaker_id), list(kind), list(text),
-                is_me=bytes(is_me), meta=meta_columns([json.loads(m) for m in meta]), first_seq=seq[0],
-            )
-            db.execute(INSERT, pack(import_id, block))
+            ts_col = np.array([np.nan if t is None else t for t in ts], dtype="<f8")
+            db.execute(v2.INSERT, v2.pack(import_id, seq[0], ts_col, bytes(is_me),
+                                          (chat, speaker, speaker_id, kind, text),
+                                          meta_columns([json.loads(m) for m in meta])))
     db.execute("DROP TABLE messages")
     # Hits name the message by its place in its import; message_id pointed into `messages`.
     db.execute("ALTER TABLE blocked_hits ADD COLUMN import_id INTEGER")
     db.execute("ALTER TABLE blocked_hits ADD COLUMN seq INTEGER")
+
+
+def _v3_arrow_blocks(db: sqlite3.Connection) -> None:
+    """message_blocks: a value per column (v2) -> one Arrow IPC stream per block (store/blocks.py)."""
+    from persona_studio.store import _v2blocks as v2
+    from persona_studio.store.blocks import INSERT, Block, pack
+
+    db.execute("ALTER TABLE message_blocks RENAME TO message_blocks_v2")
+    db.execute("""
+        CREATE TABLE message_blocks (
+            id          INTEGER PRIMARY KEY,
+            import_id   INTEGER NOT NULL REFERENCES imports(id) ON DELETE CASCADE,
+            first_seq   INTEGER NOT NULL,
+            n           INTEGER NOT NULL,
+            data        BLOB NOT NULL,
+            UNIQUE (import_id, first_seq)
+        )
+    """)
+    cur = db.cursor()
+    cur.row_factory = None
+    for row in cur.execute(v2.SELECT.format(table="message_blocks_v2")):
+        fields = v2.unpack(row)
+        import_id = fields.pop("import_id")
+        db.execute(INSERT, pack(import_id, Block(**fields)))
+    db.execute("DROP TABLE message_blocks_v2")
 
 
 MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
@@ -177,4 +183,6 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     """,
     # 2: raw messages stored in blocks
     _v2_message_blocks,
+    # 3: a block is one Arrow record batch
+    _v3_arrow_blocks,
 ]
