@@ -39,7 +39,7 @@ def random_export(path: Path, n: int, seed: int) -> Path:
             # gaps straddle the 2-minute combine and 5-minute reply windows (and sometimes go far)
             t += timedelta(seconds=rng.choice((0, 30, 119, 121, 200, 299, 301, 900, 20000)))
             room = rng.choice(["", "", "茶话会", "book club"])
-            talker = rng.choice(["李四", "Carol", "王五"]) if room else "李四"
+            talker = rng.choice(["李四", "Carol", 'Bob "B"\\']) if room else "李四"
             w.writerow([i, 1000 + i, rng.choice(KINDS), int(rng.random() < 0.45), talker, room,
                         rng.choice(LINES), "", t.strftime("%Y-%m-%d %H:%M:%S")])
     return path
@@ -60,7 +60,7 @@ SETTINGS = [
     '{make_dataset: {blocked_words: ["darn"], non_text: "cut", max_turns: 3, min_turn_chars: 2,'
     ' max_turn_chars: 40, pii: {phone: "drop"}}}',
     '{make_dataset: {dedup: false, blocked_words: ["CAT"], single_combine_time_window: 0.5,'
-    ' qa_match_time_window: 4}}',
+    ' qa_match_time_window: 4, combine_separator: "\\t"}}',
 ]
 
 

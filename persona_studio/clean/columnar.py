@@ -39,6 +39,9 @@ WINDOW = 1 << 17  # messages per window: ~100 MB of columns at most
 Hit = tuple[str, tuple[int, int], str]  # (word, (import_id, seq), text)
 # RE2 (Arrow's regex engine) spelling of "needs escaping in a JSON string", as encode_basestring
 _JSON_SPECIAL = r'[\x00-\x1f"\\]'
+_JSON_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"),
+                 ("\b", "\\b"), ("\f", "\\f"))
+_JSON_RARE = r"[\x00-\x07\x0b\x0e-\x1f]"  # control characters written as \u00XX
 
 
 @dataclass
@@ -47,7 +50,7 @@ class Closed:
     samples in that order. `hits` pairs each conversation that had blocked-word hits with the
     index of its first sample (-1: it has none)."""
 
-    jsons: list[str]  # turns JSON of each sample, as dedup.dumps writes it
+    jsons: list[bytes]  # turns JSON of each sample as dedup.dumps writes it, UTF-8
     chats: list[str]
     n_turns: list[int]
     tokens: list[int]  # as TokenCounter.count gives them (system prompt included)
@@ -332,22 +335,23 @@ class ColumnarSessionizer:
         multi = np.zeros(len(t_first), dtype=bool)
         multi[turn_of[other]] = True
         multi &= ~t_me
+        # Contents, and the same JSON-escaped: lines are escaped before they are joined, as few
+        # single messages need it while most multi-message turns would (the separator).
+        offsets = pa.array(np.r_[t_first, m].astype(np.int32))
+        sep = self.rules.separator
         lines = text.take(pa.array(src))
+        escaped = _json_body(lines)
         prefixed = multi[turn_of]
         if prefixed.any():
-            names = pa.array(self.speakers, pa.string()).take(pa.array(spk[prefixed]))
-            joined = pc.binary_join_element_wise(names, lines.filter(pa.array(prefixed)), ": ")
-            lines = pc.replace_with_mask(lines, pa.array(prefixed), joined)
-        offsets = pa.array(np.r_[t_first, m].astype(np.int32))
-        contents = pc.binary_join(pa.ListArray.from_arrays(offsets, lines), self.rules.separator)
-        # JSON: most contents need no escaping; the rest get encode_basestring (exact by definition)
-        special = np.flatnonzero(pc.match_substring_regex(contents, _JSON_SPECIAL).to_numpy(zero_copy_only=False))
-        body = contents
-        if len(special):
-            mask = np.zeros(len(t_first), dtype=bool)
-            mask[special] = True
-            enc = [encode_basestring(s)[1:-1] for s in contents.take(pa.array(special)).to_pylist()]
-            body = pc.replace_with_mask(contents, pa.array(mask), pa.array(enc, pa.string()))
+            mask, who = pa.array(prefixed), pa.array(spk[prefixed])
+            names = pa.array(self.speakers, pa.string())
+            esc_names = pa.array([encode_basestring(n)[1:-1] for n in self.speakers], pa.string())
+            lines = pc.replace_with_mask(lines, mask, pc.binary_join_element_wise(
+                names.take(who), lines.filter(mask), ": "))
+            escaped = pc.replace_with_mask(escaped, mask, pc.binary_join_element_wise(
+                esc_names.take(who), escaped.filter(mask), ": "))
+        contents = pc.binary_join(pa.ListArray.from_arrays(offsets, lines), sep)
+        body = pc.binary_join(pa.ListArray.from_arrays(offsets, escaped), encode_basestring(sep)[1:-1])
         # role prefix and the closing part ("name" for a one-speaker user turn with a name)
         first_spk = spk[t_first]
         tail = ['"}'] + [f'", "name": {encode_basestring(s)}}}' if s else '"}' for s in self.speakers]
@@ -387,59 +391,62 @@ class ColumnarSessionizer:
         s1, e1 = start[one], reply_end[one]
         take = _ranges(s1, e1 - s1)
         per_turn = self._turn_tokens(contents)
-        jsons: list[str] = []
-        ntok: list[int] = []
+        parts: list[pa.Array] = []  # turns JSON: the simple samples, then the rest
+        ntok = np.zeros(0, dtype=np.int64)
         if len(s1):
             lists = pa.ListArray.from_arrays(pa.array(np.r_[0, np.cumsum(e1 - s1)].astype(np.int32)),
                                              frag.take(pa.array(take)))
-            jsons = pc.binary_join_element_wise("[", pc.binary_join(lists, ", "), "]", "").to_pylist()
+            parts.append(pc.binary_join_element_wise("[", pc.binary_join(lists, ", "), "]", ""))
             ntok = self._sample_tokens(per_turn, s1, e1, contents)
         # the rest: Sessionizer's own splitting, one conversation at a time
-        rest = convs[~simple & has_turns]
-        rest_samples: list[list[tuple[str, list[str]]]] = []
-        if len(rest):
+        not_simple = np.flatnonzero(~simple & has_turns)
+        rest: list[tuple[str, list[str]]] = []
+        extra = np.zeros(len(not_simple), dtype=np.int64)
+        if len(not_simple):
             from persona_studio.clean.dedup import dumps
 
-            rs, re_ = start[~simple & has_turns], end[~simple & has_turns]
+            rs, re_ = start[not_simple], end[not_simple]
             idx = _ranges(rs, re_ - rs)
             texts = contents.take(pa.array(idx)).to_pylist()
             names = ["", *self.speakers]
             turns_all = [_turn_dict(m, c, names[w]) for m, c, w in
                          zip(t_me[idx].tolist(), texts, name_of[idx].tolist(), strict=True)]
             at = np.r_[0, np.cumsum(re_ - rs)].tolist()
-            for a, b in zip(at, at[1:], strict=False):
-                turns = turns_all[a:b]
-                rest_samples.append([(dumps(x), [t["content"] for t in x]) for x in self.sess._samples(turns)])
+            for j, (a, b) in enumerate(zip(at, at[1:], strict=False)):
+                got = self.sess._samples(turns_all[a:b])
+                extra[j] = len(got)
+                rest.extend((dumps(x), [t["content"] for t in x]) for x in got)
+            parts.append(pa.array([js for js, _ in rest], pa.string()))
+            ntok = np.r_[ntok, self.tokens.count([(self.system, cont) for _, cont in rest])]
         # everything in close order: per conversation, its samples (0 or 1 when simple, any when not)
         n_samp = np.zeros(len(convs), dtype=np.int64)
         first_samp = np.zeros(len(convs), dtype=np.int64)
         n_samp[one] = 1
         first_samp[one] = np.arange(len(s1))
-        extra = np.array([len(x) for x in rest_samples], dtype=np.int64)
-        not_simple = np.flatnonzero(~simple & has_turns)
         n_samp[not_simple] = extra
         first_samp[not_simple] = len(s1) + np.cumsum(extra) - extra
-        for x in rest_samples:
-            for js, cont in x:
-                jsons.append(js)
-                ntok.append(self.tokens.count([(self.system, cont)])[0])
         close_order = np.lexsort((first_pos[convs], close_at[convs]))
         close_order = close_order[has_turns[close_order]]
-        pick = _ranges(first_samp[close_order], n_samp[close_order]).tolist()
+        pick = _ranges(first_samp[close_order], n_samp[close_order])
         conv_chat = np.repeat(chat_of[convs[close_order]], n_samp[close_order])
         hits: list[tuple[int, list[Hit]]] = []
         if hits_of:
             sample_at = np.cumsum(np.r_[0, n_samp[close_order]])[:-1]
-            for j, c in enumerate(convs[close_order].tolist()):
-                if c in hits_of:
-                    hits.append((int(sample_at[j]) if n_samp[close_order[j]] else -1, hits_of[c]))
-        turn_counts = np.r_[e1 - s1, [len(c) for x in rest_samples for _, c in x]].astype(np.int64)
+            ordered = convs[close_order]
+            for j in np.flatnonzero(np.isin(ordered, np.fromiter(hits_of, np.int64, len(hits_of)))).tolist():
+                hits.append((int(sample_at[j]) if n_samp[close_order[j]] else -1, hits_of[int(ordered[j])]))
+        turn_counts = np.r_[e1 - s1, [len(c) for _, c in rest]].astype(np.int64)
         chats = self.chats
+        if parts:
+            jsons = (pa.concat_arrays(parts) if len(parts) > 1 else parts[0]).take(pa.array(pick))
+            utf8 = jsons.cast(pa.binary()).to_pylist()  # bytes: no str round trip before SQLite
+        else:
+            utf8 = []
         return Closed(
-            jsons=[jsons[i] for i in pick],
+            jsons=utf8,
             chats=[chats[c] for c in conv_chat.tolist()],
-            n_turns=turn_counts[pick].tolist() if pick else [],
-            tokens=[ntok[i] for i in pick],
+            n_turns=turn_counts[pick].tolist(),
+            tokens=ntok[pick].tolist(),
             hits=hits,
         )
 
@@ -455,17 +462,41 @@ class ColumnarSessionizer:
         return wide + (n - wide + 3) // 4 + self.tokens.overhead
 
     def _sample_tokens(self, per_turn: np.ndarray | None, s: np.ndarray, e: np.ndarray,
-                       contents: pa.Array) -> list[int]:
+                       contents: pa.Array) -> np.ndarray:
         if per_turn is None:
             import pyarrow as pa
 
             texts = contents.take(pa.array(_ranges(s, e - s))).to_pylist()
             at = np.r_[0, np.cumsum(e - s)].tolist()
-            return self.tokens.count([(self.system, texts[a:b]) for a, b in zip(at, at[1:], strict=False)])
+            pairs = [(self.system, texts[a:b]) for a, b in zip(at, at[1:], strict=False)]
+            return np.asarray(self.tokens.count(pairs), dtype=np.int64)
         running = np.r_[0, np.cumsum(per_turn)]
         sys_tok = self.tokens.count([(self.system, [])])[0]
-        return (running[e] - running[s] + sys_tok).tolist()
+        return running[e] - running[s] + sys_tok
 
+
+
+def _json_body(texts: pa.Array) -> pa.Array:
+    """Each text as encode_basestring writes it, less the quotes. Most chat text needs no
+    escaping; the rest gets Arrow replacements for the usual escapes, and encode_basestring
+    itself where a rarer control character (written as \\u00XX) is in it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    special = pc.match_substring_regex(texts, _JSON_SPECIAL).to_numpy(zero_copy_only=False)
+    if not special.any():
+        return texts
+    at = np.flatnonzero(special)
+    sub = texts.take(pa.array(at))
+    for raw, escaped in _JSON_ESCAPES:  # backslash first: the others add backslashes
+        sub = pc.replace_substring(sub, raw, escaped)
+    rare = np.flatnonzero(pc.match_substring_regex(sub, _JSON_RARE).to_numpy(zero_copy_only=False))
+    if len(rare):
+        enc = [encode_basestring(t)[1:-1] for t in texts.take(pa.array(at[rare])).to_pylist()]
+        mask = np.zeros(len(sub), dtype=bool)
+        mask[rare] = True
+        sub = pc.replace_with_mask(sub, pa.array(mask), pa.array(enc, pa.string()))
+    return pc.replace_with_mask(texts, pa.array(special), sub)
 
 
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:

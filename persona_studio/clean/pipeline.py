@@ -47,6 +47,12 @@ Progress = Callable[[int, int | None], None]
 _BATCH = 2000
 # created_at is passed (one value per run): the column default, strftime('now') evaluated per
 # row, costs ~1 µs a sample.
+# The column path binds turns as UTF-8 bytes; CAST makes them TEXT (bytes alone bind as BLOB).
+_UPSERT_UTF8 = (
+    "INSERT INTO samples (persona_id, run_id, hash, system, turns, n_turns, n_tokens, source, status, meta,"
+    " created_at) VALUES (?,?,?,?,CAST(? AS TEXT),?,?,'import','pending',?,?)"
+    " ON CONFLICT(persona_id, hash) DO UPDATE SET run_id = excluded.run_id"
+)
 _UPSERT = (
     "INSERT INTO samples (persona_id, run_id, hash, system, turns, n_turns, n_tokens, source, status, meta,"
     " created_at) VALUES (?,?,?,?,?,?,?,'import','pending',?,?)"
@@ -193,8 +199,8 @@ class _Run:
         Per sample this is a hash and a dict lookup; everything else was done on columns."""
         from hashlib import sha256
 
-        prefix = self.system + "\x00"  # sample_hash, inlined: it runs once per sample
-        raws = [sha256(s.encode()).hexdigest()[:32] for s in map(prefix.__add__, c.jsons)]
+        prefix = (self.system + "\x00").encode()  # sample_hash, inlined: it runs once per sample
+        raws = [sha256(s).hexdigest()[:32] for s in map(prefix.__add__, c.jsons)]
         stored = list(map(self.dedup.check, raws))
         for at, hits in c.hits:
             first = (stored[at] or raws[at]) if at >= 0 else None  # a duplicate's hits point at its twin
@@ -212,7 +218,7 @@ class _Run:
         self.samples["kept"] += len(keep) - new
         self.lengths.extend(tokens)
         pid, run_id, system, created = self.persona_id, self.run_id, self.system, self.created_at
-        self.db.executemany(_UPSERT, zip(
+        self.db.executemany(_UPSERT_UTF8, zip(
             repeat(pid), repeat(run_id), hashes, repeat(system), [c.jsons[i] for i in keep],
             [c.n_turns[i] for i in keep], tokens, meta, repeat(created),
         ))
