@@ -68,6 +68,21 @@ SETTINGS = [
 @pytest.mark.parametrize("window", [7, 1 << 18])
 def test_column_path_equals_the_message_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              settings: str, window: int) -> None:
+    check_equal(tmp_path, monkeypatch, settings, window)
+
+
+def test_without_the_re2_precheck_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A word list RE2 refuses (or none it can take) leaves the exact batch checks."""
+    from persona_studio.clean.blocked import BlockedWords
+
+    monkeypatch.setattr(BlockedWords, "prefilter", lambda self: None)
+    check_equal(tmp_path, monkeypatch, SETTINGS[1], 1 << 18)
+    monkeypatch.setattr(BlockedWords, "prefilter", lambda self: "(?P<broken")  # RE2 says ArrowInvalid
+    (tmp_path / "again").mkdir()
+    check_equal(tmp_path / "again", monkeypatch, SETTINGS[0], 7)
+
+
+def check_equal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: str, window: int) -> None:
     export = random_export(tmp_path / "chat.csv", 3000, seed=len(settings) + window)
     results = []
     for name, generic in (("msg", frozenset({"wechat"})), ("col", pipeline.GENERIC_FORMATS)):
