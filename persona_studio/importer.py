@@ -18,10 +18,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from persona_studio.bulk import paused_gc
+from persona_studio.bulk import Background, paused_gc
 from persona_studio.errors import UserError
 
 if TYPE_CHECKING:  # ingest itself is imported lazily, where a file is read
+    import numpy as np
+
     from persona_studio.store.blocks import Block
 
 Progress = Callable[[int, int | None], None]
@@ -118,7 +120,6 @@ def import_one(
     if row is not None:
         return {"path": str(path), "status": "unchanged", "import_id": row[0], "format": row[1]}
     from persona_studio import ingest
-    from persona_studio.store.blocks import INSERT, pack
 
     stats = ingest.ReadStats()
     import_id = db.execute(
@@ -127,7 +128,15 @@ def import_one(
     ).lastrowid
     assert import_id is not None
     feed = _Feed(me, progress, offset)
-    db.executemany(INSERT, (pack(import_id, feed.block(b)) for b in ingest.read_blocks(path, fmt=fmt, stats=stats)))
+    # SQLite writes a block (GIL released) while pyarrow parses the next one: on two cores the
+    # store costs little beyond the parse. The writer is the only user of `db` until `wait`.
+    writer = Background()
+    try:
+        for block in ingest.read_blocks(path, fmt=fmt, stats=stats):
+            writer.submit(_store, db, import_id, feed.block(block))
+        writer.wait()
+    finally:
+        writer.close()
     feed.check(path)
     summary = {
         "path": str(path),
@@ -152,6 +161,12 @@ def import_one(
     return summary
 
 
+def _store(db: sqlite3.Connection, import_id: int, block: Block) -> None:
+    from persona_studio.store.blocks import INSERT, pack
+
+    db.execute(INSERT, pack(import_id, block))
+
+
 class _Feed:
     """Decides who is "me" in each Block and counts as the blocks stream past (no lists)."""
 
@@ -165,31 +180,39 @@ class _Feed:
         self.stored = 0
         self.me_messages = 0
         self.needs_me = False
-        self._is_me: dict[tuple[str, str], int] = {}
 
-    def _match(self, speaker: str, speaker_id: str) -> int:
-        me = self.me
-        hit = me is not None and (
-            speaker == me or (speaker_id != "" and speaker_id == me) or speaker.casefold() == self.me_fold
-        )
-        return 1 if hit else 0
+    def _is_me(self, b: Block) -> np.ndarray:
+        """0/1 per message. Who is "me" depends on the speaker and speaker_id values only, so
+        each distinct value is judged once in Python and the verdicts spread with `take`."""
+        import numpy as np
+        import pyarrow.compute as pc
+
+        from persona_studio.store.blocks import codes
+
+        batch = b.batch
+        if "meta:role" in batch.schema.names and self.me is None:
+            # Generic datasets know roles; without --me the source's assistant is the persona.
+            roles = pc.fill_null(pc.equal(batch.column("meta:role"), "assistant"), False)
+            return roles.to_numpy(zero_copy_only=False).astype(np.uint8)
+        self.needs_me = self.needs_me or "meta:role" not in batch.schema.names
+        if self.me is None:
+            return np.zeros(len(b), np.uint8)
+        me, fold = self.me, self.me_fold
+        speaker, speakers = codes(batch.column("speaker"))
+        speaker_id, ids = codes(batch.column("speaker_id"))
+        by_speaker = np.array([s == me or s.casefold() == fold for s in speakers], dtype=bool)
+        by_id = np.array([i != "" and i == me for i in ids], dtype=bool)
+        return (by_speaker[speaker] | by_id[speaker_id]).astype(np.uint8)
 
     def block(self, b: Block) -> Block:
         """Fill `b.is_me`; count speakers, kinds, messages. Returns `b`."""
-        pairs = list(zip(b.speaker, b.speaker_id, strict=True))
-        known = self._is_me
-        for pair in set(pairs).difference(known):
-            known[pair] = self._match(*pair)
-        roles = b.meta.get("role")
-        if roles is not None and self.me is None:
-            # Generic datasets know roles; without --me the source's assistant is the persona.
-            b.is_me = bytes(1 if r == "assistant" else 0 for r in roles)
-        else:
-            b.is_me = bytes(map(known.__getitem__, pairs))  # C-level: no Python per message
-            self.needs_me = self.needs_me or roles is None
-        self.speakers.update(b.speaker)
-        self.kinds.update(b.kind)
-        self.me_messages += b.is_me.count(1)
+        from persona_studio.store.blocks import value_counts
+
+        is_me = self._is_me(b)
+        b.is_me = is_me
+        self.speakers.update(dict(value_counts(b.batch.column("speaker"), self.speakers)))
+        self.kinds.update(dict(value_counts(b.batch.column("kind"), self.kinds)))
+        self.me_messages += int(is_me.sum())
         self.stored += len(b)
         if self.progress is not None:
             self.progress(self.offset + self.stored, None)

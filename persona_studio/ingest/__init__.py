@@ -120,7 +120,9 @@ def read_blocks(path: Path, fmt: str = "auto", stats: ReadStats | None = None) -
 
 def speakers(path: Path, fmt: str = "auto") -> list[tuple[str, int]]:
     """(speaker, message count), most messages first (ties keep first-seen order)."""
+    from persona_studio.store.blocks import value_counts
+
     counts: Counter[str] = Counter()
     for block in read_blocks(path, fmt):
-        counts.update(block.speaker)
+        counts.update(dict(value_counts(block.batch.column("speaker"), counts)))
     return counts.most_common()

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 ReadInto = Callable[[memoryview], int]
 
 CHUNK_BYTES = 4 << 20  # a few MiB: per-chunk costs vanish, memory stays small
-_WINDOW = 1 << 16
+_WINDOW = 1 << 18
 _QUOTE, _COMMA, _LF, _CR = 34, 44, 10, 13
 
 
@@ -62,7 +62,7 @@ class CsvChunks:
             if self._filled == 0:
                 return None
             view = np.frombuffer(self._buf, dtype=np.uint8, count=self._filled)
-            quotes = _quotes(self._buf, self._filled)
+            quotes = _quotes(view)
             cut = _record_end(view, quotes, first_record, self._eof)
             if cut is not None:
                 return self._take(view, quotes, cut)
@@ -92,12 +92,9 @@ class CsvChunks:
     def _take(self, view: np.ndarray, quotes: np.ndarray, cut: int) -> Chunk:
         import pyarrow as pa
 
-        data = self._buf.slice(0, cut)
         inside = quotes[:np.searchsorted(quotes, cut)]
-        lf, cr, crlf = _count(data, b"\n"), _count(data, b"\r"), 0
-        if cr:
-            crlf = _count(data, b"\r\n")
-        chunk = Chunk(data, self.line, lf + cr - crlf, cr > 0, _plain(view[:cut], inside))
+        breaks, has_cr = _breaks(view[:cut])
+        chunk = Chunk(self._buf.slice(0, cut), self.line, breaks, has_cr, _plain(view[:cut], inside))
         self.line += chunk.breaks
         # The rest moves to a new buffer: `data` stays valid for as long as the caller holds it.
         left = self._filled - cut
@@ -112,22 +109,27 @@ def _bytes_view(buf: pa.Buffer) -> memoryview:
     return memoryview(buf).cast("B")  # type: ignore[arg-type]
 
 
-def _quotes(buf: pa.Buffer, n: int) -> np.ndarray:
-    """Positions of every '"' in buf[:n], found with Arrow compute (no chunk-sized numpy temp)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    u8 = pa.Array.from_buffers(pa.uint8(), n, [None, buf])
-    return pc.indices_nonzero(pc.equal(u8, _QUOTE)).to_numpy().astype(np.int64)
+def _windows(n: int) -> range:
+    # numpy temporaries stay a window's size, not a chunk's (and out of tracemalloc's way)
+    return range(0, n, _WINDOW)
 
 
-def _count(data: pa.Buffer, needle: bytes) -> int:
-    import pyarrow as pa
-    import pyarrow.compute as pc
+def _quotes(view: np.ndarray) -> np.ndarray:
+    """Positions of every '"' in view."""
+    found = [np.flatnonzero(view[lo:lo + _WINDOW] == _QUOTE) + lo for lo in _windows(len(view))]
+    return np.concatenate(found) if found else np.zeros(0, np.int64)
 
-    offsets = pa.py_buffer(np.array([0, data.size], dtype=np.int32))
-    one = pa.Array.from_buffers(pa.binary(), 1, [None, offsets, data])
-    return pc.count_substring(one, needle)[0].as_py()
+
+def _breaks(view: np.ndarray) -> tuple[int, bool]:
+    """(line breaks in view, whether it holds a \r): \r\n, \n and \r count one each."""
+    lf = sum(int(np.count_nonzero(view[lo:lo + _WINDOW] == _LF)) for lo in _windows(len(view)))
+    cr = sum(int(np.count_nonzero(view[lo:lo + _WINDOW] == _CR)) for lo in _windows(len(view)))
+    crlf = 0
+    if cr:
+        for lo in _windows(len(view)):
+            seg = view[lo:lo + _WINDOW + 1]  # one byte over: a pair may straddle windows
+            crlf += int(np.count_nonzero((seg[:-1] == _CR) & (seg[1:] == _LF)))
+    return lf + cr - crlf, cr > 0
 
 
 def _record_end(view: np.ndarray, quotes: np.ndarray, first: bool, eof: bool) -> int | None:
