@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from persona_studio.clean.sessionize import Sessionizer
+from persona_studio.store.blocks import codes
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 ADD, TOUCH, CUT = 0, 1, 2
 _TEXT_KINDS = frozenset({"text", "quote"})
-WINDOW = 1 << 17  # messages per window: ~100 MB of columns at most
+WINDOW = 1 << 17  # messages per window (~15 MB of text); small enough that storing one overlaps the next
 Hit = tuple[str, tuple[int, int], str]  # (word, (import_id, seq), text)
 _JSON_ESCAPES = (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"),
                  ("\b", "\\b"), ("\f", "\\f"))
@@ -128,7 +129,7 @@ class ColumnarSessionizer:
         blocks, self.blocks, self.buffered = self.blocks, [], 0
         if not blocks:
             return
-        batches = [_batch_of(b) for b in blocks]
+        batches = [b.batch for b in blocks]
         n = sum(b.num_rows for b in batches)
         base, self.n = self.n, self.n + n
         seq = np.concatenate([np.arange(b.first_seq, b.first_seq + len(b)) for b in blocks])
@@ -137,7 +138,7 @@ class ColumnarSessionizer:
         etype = np.full(n, ADD, dtype=np.int8)
         names: list[str] = []
         ids: dict[str, int] = {}
-        kind = np.concatenate([_global(*_codes(b.column("kind")), ids, names) for b in batches])
+        kind = np.concatenate([_global(*codes(b.column("kind")), ids, names) for b in batches])
         other = ~np.array([k in _TEXT_KINDS for k in names], dtype=bool)[kind] if names else ~keep
         if other.any():  # a quote-reply's text is the reply
             for k, c in zip(names, np.bincount(kind[other], minlength=len(names)).tolist(), strict=True):
@@ -187,11 +188,11 @@ class ColumnarSessionizer:
         idx = np.flatnonzero(keep)
         cols = (
             idx + base,
-            np.concatenate([_global(*_codes(b.column("chat")), self.keys, self.chats) for b in batches])[idx],
+            np.concatenate([_global(*codes(b.column("chat")), self.keys, self.chats) for b in batches])[idx],
             np.concatenate([b.column("ts").to_numpy(zero_copy_only=False) for b in batches])[idx],
             etype[idx],
             np.concatenate([b.column("is_me").to_numpy(zero_copy_only=False) for b in batches])[idx].astype(bool),
-            np.concatenate([_global(*_codes(b.column("speaker")), self.spk_ids, self.speakers) for b in batches])[idx],
+            np.concatenate([_global(*codes(b.column("speaker")), self.spk_ids, self.speakers) for b in batches])[idx],
         )
         self.pending.add(cols, text if len(idx) == n else text.take(pa.array(idx)))
 
@@ -538,16 +539,6 @@ def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.arange(total, dtype=np.int64) + np.repeat(np.asarray(starts, dtype=np.int64) - offsets, counts)
 
 
-def _codes(column: Any) -> tuple[np.ndarray, list[str]]:
-    """Dictionary indices and values of a string column (dictionary-encoded or not)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if not pa.types.is_dictionary(column.type):
-        column = pc.dictionary_encode(column)
-    return column.indices.to_numpy(zero_copy_only=False).astype(np.int64), column.dictionary.to_pylist()
-
-
 def _global(local: np.ndarray, values: list[str], ids: dict[str, int], names: list[str]) -> np.ndarray:
     """Block-local dictionary codes -> codes stable across the whole run."""
     table = np.empty(len(values), dtype=np.int64)
@@ -572,15 +563,3 @@ def _turn_dict(is_me: bool, content: str, name: str) -> dict[str, Any]:
         d["name"] = name
     return d
 
-
-def _batch_of(b: Any) -> Any:  # TEMP until store/blocks.py holds arrow batches
-    import pyarrow as pa
-
-    if hasattr(b, "batch"):
-        return b.batch
-    return pa.record_batch({
-        "ts": pa.array(np.asarray(b.ts, dtype=np.float64)), "is_me": pa.array(np.frombuffer(b.is_me, dtype=np.uint8)),
-        "chat": pa.array(b.chat, pa.string()), "speaker": pa.array(b.speaker, pa.string()),
-        "speaker_id": pa.array(b.speaker_id, pa.string()), "kind": pa.array(b.kind, pa.string()),
-        "text": pa.array(b.text, pa.string()),
-    })
