@@ -7,9 +7,10 @@ dropped, per kind; what is left is sessionized into conversations and samples (s
 sessionize.py). Each sample gets the persona card's system prompt, is deduplicated by hash
 and counted in tokens. Conversations end with their import.
 
-Two paths give the same result: chat exports go through clean/columnar.py (numpy over blocks
-of messages, the one that handles millions), generic datasets — which carry their own roles
-and sample boundaries — through the message-by-message loop here. A test holds them equal.
+Two paths give the same result: chat exports go through clean/columnar.py (Arrow and numpy
+over windows of messages, the one that handles millions; its samples are hashed and stored on a
+writer thread while the next window is computed), generic datasets — which carry their own
+roles and sample boundaries — through the message-by-message loop here. A test holds them equal.
 
 Re-runnable: samples are upserted by (persona_id, hash). A sample generated again keeps its
 row — status, review edits, scores. Import samples no longer generated are deleted. One
