@@ -29,6 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Hashable
 from itertools import repeat
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from persona_studio.bulk import Background, paused_gc
@@ -206,22 +207,29 @@ class _Run:
         for at, hits in c.hits:
             first = (stored[at] or raws[at]) if at >= 0 else None  # a duplicate's hits point at its twin
             self.hits.extend((w, ref, t, first) for w, ref, t in hits)
-        keep = [i for i, h in enumerate(stored) if h is not None]
-        self.samples["duplicates_dropped"] += len(stored) - len(keep)
-        if not keep:
+        jsons, n_turns, tokens, chats = c.jsons, c.n_turns, c.tokens, c.chats
+        if None in stored:  # duplicates dropped (the usual case has none: no index lists then)
+            keep = [i for i, h in enumerate(stored) if h is not None]
+            self.samples["duplicates_dropped"] += len(stored) - len(keep)
+            if not keep:
+                return
+            pick = itemgetter(*keep)
+            stored, jsons, n_turns, tokens, chats = (
+                [x[i] for i in keep] if len(keep) == 1 else list(pick(x)) for x in (stored, jsons, n_turns, tokens, chats)
+            )
+        if not stored:
             return
-        hashes = [stored[i] for i in keep]
-        tokens = [c.tokens[i] for i in keep]
         metas = self._chat_meta
-        meta = [metas.get(ch) or metas.setdefault(ch, dumps({"chat": ch}) if ch else "{}") for ch in (c.chats[i] for i in keep)]
-        new = sum(h not in self.existing for h in hashes)
+        for ch in set(chats).difference(metas):
+            metas[ch] = dumps({"chat": ch}) if ch else "{}"
+        new = len(stored) - sum(map(self.existing.__contains__, stored))
         self.samples["new"] += new
-        self.samples["kept"] += len(keep) - new
+        self.samples["kept"] += len(stored) - new
         self.lengths.extend(tokens)
         pid, run_id, system, created = self.persona_id, self.run_id, self.system, self.created_at
         self.db.executemany(_UPSERT_UTF8, zip(
-            repeat(pid), repeat(run_id), hashes, repeat(system), [c.jsons[i] for i in keep],
-            [c.n_turns[i] for i in keep], tokens, meta, repeat(created),
+            repeat(pid), repeat(run_id), stored, repeat(system), jsons, n_turns, tokens,
+            map(metas.__getitem__, chats), repeat(created),
         ))
 
     def feed_import(self, db: Any, import_id: int, columnar: bool, progress: Progress | None,
