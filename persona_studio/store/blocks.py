@@ -128,8 +128,11 @@ class Block:
 
     @is_me.setter
     def is_me(self, value: Any) -> None:
-        i = self.batch.schema.get_field_index("is_me")
-        self.batch = self.batch.set_column(i, self.batch.schema.field(i), _uint8(value, len(self)))
+        import pyarrow as pa
+
+        columns = list(self.batch.columns)
+        columns[COLUMNS.index("is_me")] = _uint8(value, len(self))
+        self.batch = pa.RecordBatch.from_arrays(columns, schema=self.batch.schema)  # no copy of the rest
         self._views.pop("is_me", None)
 
 
