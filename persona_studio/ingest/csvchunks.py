@@ -98,7 +98,7 @@ class CsvChunks:
         self.line += chunk.breaks
         # The rest moves to a new buffer: `data` stays valid for as long as the caller holds it.
         left = self._filled - cut
-        fresh = pa.allocate_buffer(max(self._size, 2 * left))
+        fresh = pa.allocate_buffer(max(self._size, left))  # left > size only after `_grow`
         _bytes_view(fresh)[:left] = _bytes_view(self._buf)[cut:self._filled]
         self._buf, self._filled = fresh, left
         return chunk
