@@ -7,9 +7,9 @@ for message in read(Path("chat.csv"), stats=stats):   # streaming; `Message` fro
     ...
 stats.read, stats.bad, stats.bad_examples, stats.encoding, stats.format
 ```
-`read_blocks(path, stats=stats)` is the importer's path: the same records in column Blocks
-(store/blocks.py); WeChat CSV, the format that runs to millions of rows, builds them
-column-wise without a Message per row.
+`read_blocks(path, stats=stats)` is the importer's path: the same records in Blocks, one
+Arrow record batch each (store/blocks.py); WeChat CSV, the format that runs to millions of
+rows, is parsed by pyarrow straight into them (ingest/wechat.py) without a Message per row.
 Whole-file problems (unknown format, binary, truncated JSON, missing CSV columns) raise
 `ImportError_` with one line naming the file and line/record; a single bad record inside a
 good file is counted in `stats.bad` instead.

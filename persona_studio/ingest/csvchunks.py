@@ -184,15 +184,14 @@ class _Rest(io.RawIOBase):
         return True
 
     def readinto(self, b: memoryview) -> int:  # type: ignore[override]
-        while self._parts:
-            part = self._parts[0]
-            n = min(len(part), len(b))
-            b = memoryview(b).cast("B")
-            b[:n] = part[:n]
-            if n == len(part):
-                self._parts.pop(0)
-            else:
-                self._parts[0] = part[n:]
-            if n:
-                return n
-        return self._readinto(memoryview(b).cast("B"))
+        out = memoryview(b).cast("B")
+        if not self._parts:
+            return self._readinto(out)
+        part = self._parts[0]
+        n = min(len(part), len(out))
+        out[:n] = part[:n]
+        if n == len(part):
+            self._parts.pop(0)
+        else:
+            self._parts[0] = part[n:]
+        return n
