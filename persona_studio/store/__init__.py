@@ -17,9 +17,6 @@ class StoreError(UserError, RuntimeError):
     """A one-line, user-facing error about the database."""
 
 
-PAGE_SIZE = 32768
-
-
 class Store:
     """Owns one sqlite3 connection. Use `with store.tx() as db:` for every write."""
 
@@ -44,11 +41,6 @@ class Store:
                     f"{path}: database schema v{version} is newer than this persona-studio"
                     f" (v{SCHEMA_VERSION}); upgrade persona-studio"
                 )
-            # A new database gets 32 KiB pages (SQLite's default is 4 KiB): message blocks are
-            # ~0.5 MB blobs and make-dataset inserts 100k-row runs, and both store ~25% faster
-            # with fewer, bigger pages (bench/make_dataset_bench.py). Only a database without
-            # pages yet takes it (before WAL is on); an existing one keeps its size.
-            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA synchronous=NORMAL")
