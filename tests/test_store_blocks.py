@@ -41,7 +41,7 @@ def test_batch_has_the_canonical_columns_and_typed_meta() -> None:
     assert batch.schema.field("meta:n").metadata is None
 
 
-def test_pack_unpack_round_trips_the_views_without_copying() -> None:
+def test_pack_unpack_round_trips_the_views() -> None:
     block = _block(meta=META, is_me=b"\x01\x00\x01", first_seq=9)
     _, first_seq, n, data = pack(5, block)
     blob = bytes(data)  # what SQLite hands back
@@ -50,9 +50,23 @@ def test_pack_unpack_round_trips_the_views_without_copying() -> None:
     for view in ("chat", "speaker", "speaker_id", "kind", "text", "is_me", "meta"):
         assert getattr(back, view) == getattr(block, view), view
     assert np.isnan(back.ts[1]) and back.ts[2] == 3.0
-    start = pa.py_buffer(blob).address
-    text_data = back.batch.column("text").buffers()[2]
-    assert start <= text_data.address < start + len(blob)  # the batch points into the blob
+
+
+def test_blocks_are_stored_compressed_and_old_uncompressed_ones_still_read() -> None:
+    chatty = Block(np.arange(2000, dtype=np.float64), [""] * 2000, ["bob"] * 2000, ["bob"] * 2000,
+                   ["text"] * 2000, [f"message number {i % 50} again" for i in range(2000)])
+    data = pack(1, chatty)[3]
+    plain = pa.BufferOutputStream()
+    with pa.ipc.new_stream(plain, chatty.batch.schema) as w:  # as blocks were written before
+        w.write_batch(chatty.batch)
+    raw = plain.getvalue()
+    assert data.size * 3 < raw.size
+    for blob in (bytes(data), bytes(raw)):
+        back = unpack((1, 2000, blob))
+        assert back.text == chatty.text and back.ts.tolist() == chatty.ts.tolist()
+    start = pa.py_buffer(raw).address  # an uncompressed stream is read without copying
+    text_data = unpack((1, 2000, raw)).batch.column("text").buffers()[2]
+    assert start <= text_data.address < start + raw.size
 
 
 def test_is_me_accepts_bytes_numpy_and_arrow() -> None:

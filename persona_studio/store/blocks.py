@@ -5,8 +5,8 @@ Why not one row per message: a 1M-message export then costs a million B-tree ins
 import and a million row objects on every make-dataset. Messages are only ever written once
 and read back in order, whole imports at a time, so a row per block loses nothing the studio
 uses. Why Arrow: the WeChat reader parses a CSV straight into Arrow columns, make-dataset
-works on them with numpy/arrow compute, and the stored blob is read back without copying or
-decoding; nothing in between makes a Python object per message.
+works on them with numpy/arrow compute, and the stored blob (zstd-compressed buffers) is read
+back with no per-message decoding; nothing in between makes a Python object per message.
 
 A block's batch has these columns, in this order, all of length n:
     ts          float64   POSIX seconds, NaN where the source has no time
@@ -247,13 +247,23 @@ def pack(import_id: int, block: Block) -> tuple[Any, ...]:
     import pyarrow as pa
 
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, block.batch.schema) as writer:
+    with pa.ipc.new_stream(sink, block.batch.schema, options=_write_options()) as writer:
         writer.write_batch(block.batch)
     return import_id, block.first_seq, len(block), sink.getvalue()
 
 
+def _write_options() -> Any:
+    """zstd-compressed buffers: chat text shrinks ~6x (74 -> 12 MB for the 1M-message bench
+    export), and compressing (Arrow spreads it over the cores) costs less than SQLite writing,
+    and later checkpointing, the difference; reading it back costs ~0.05 s per 1M messages."""
+    import pyarrow as pa
+
+    return pa.ipc.IpcWriteOptions(compression="zstd" if pa.Codec.is_available("zstd") else None)
+
+
 def unpack(row: Sequence[Any]) -> Block:
-    """A `SELECT` row (first_seq, n, data) -> Block; the batch points into `data` (no copy)."""
+    """A `SELECT` row (first_seq, n, data) -> Block (buffers decompressed; uncompressed ones,
+    as blocks written before compression was on, point into `data`)."""
     import pyarrow as pa
 
     first_seq, n, data = row
