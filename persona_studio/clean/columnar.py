@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from persona_studio.clean.dedup import sample_hashes
 from persona_studio.clean.sessionize import Sessionizer
 from persona_studio.store.blocks import codes
 
@@ -50,6 +51,7 @@ class Closed:
     index of its first sample (-1: it has none)."""
 
     jsons: list[bytes]  # turns JSON of each sample as dedup.dumps writes it, UTF-8
+    hashes: list[str]  # dedup.sample_hash of each (taken here, off the writer thread)
     chats: list[str]
     n_turns: list[int]
     tokens: list[int]  # as TokenCounter.count gives them (system prompt included)
@@ -251,7 +253,7 @@ class ColumnarSessionizer:
             self.emit(closed)
         if final and self.orphans:
             self.orphans.sort(key=lambda o: o[0])
-            self.emit(Closed([], [], [], [], [(-1, hits) for _, hits in self.orphans]))
+            self.emit(Closed([], [], [], [], [], [(-1, hits) for _, hits in self.orphans]))
             self.orphans.clear()
 
     def _breaks(self, k: np.ndarray, t: np.ndarray, e: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -453,6 +455,7 @@ class ColumnarSessionizer:
             utf8 = []
         return Closed(
             jsons=utf8,
+            hashes=sample_hashes(self.system, utf8),
             chats=[chats[c] for c in conv_chat.tolist()],
             n_turns=turn_counts[pick].tolist(),
             tokens=ntok[pick].tolist(),

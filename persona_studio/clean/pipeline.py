@@ -198,11 +198,8 @@ class _Run:
 
     def accept_closed(self, c: Closed) -> None:
         """The column path's conversations (see `Closed`): hash, dedup and store their samples.
-        Per sample this is a hash and a dict lookup; everything else was done on columns."""
-        from hashlib import sha256
-
-        prefix = (self.system + "\x00").encode()  # sample_hash, inlined: it runs once per sample
-        raws = [sha256(s).hexdigest()[:32] for s in map(prefix.__add__, c.jsons)]
+        Per sample this is a dict lookup; everything else was done on columns."""
+        raws = c.hashes
         stored = list(map(self.dedup.check, raws))
         for at, hits in c.hits:
             first = (stored[at] or raws[at]) if at >= 0 else None  # a duplicate's hits point at its twin
