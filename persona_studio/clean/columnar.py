@@ -50,11 +50,12 @@ class Closed:
     samples in that order. `hits` pairs each conversation that had blocked-word hits with the
     index of its first sample (-1: it has none)."""
 
-    jsons: list[bytes]  # turns JSON of each sample as dedup.dumps writes it, UTF-8
+    jsons: pa.Array  # turns JSON of each sample, as dedup.dumps writes it
     hashes: list[str]  # dedup.sample_hash of each (taken here, off the writer thread)
-    chats: list[str]
-    n_turns: list[int]
-    tokens: list[int]  # as TokenCounter.count gives them (system prompt included)
+    chats: np.ndarray  # chat of each sample, an index into `chat_names`
+    chat_names: list[str]
+    n_turns: np.ndarray
+    tokens: np.ndarray  # as TokenCounter.count gives them (system prompt included)
     hits: list[tuple[int, list[Hit]]]
 
 
@@ -253,7 +254,9 @@ class ColumnarSessionizer:
             self.emit(closed)
         if final and self.orphans:
             self.orphans.sort(key=lambda o: o[0])
-            self.emit(Closed([], [], [], [], [], [(-1, hits) for _, hits in self.orphans]))
+            none = np.zeros(0, dtype=np.int64)
+            self.emit(Closed(pa.array([], pa.string()), [], none, self.chats, none, none,
+                             [(-1, hits) for _, hits in self.orphans]))
             self.orphans.clear()
 
     def _breaks(self, k: np.ndarray, t: np.ndarray, e: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -447,18 +450,17 @@ class ColumnarSessionizer:
             for j in np.flatnonzero(np.isin(ordered, np.fromiter(hits_of, np.int64, len(hits_of)))).tolist():
                 hits.append((int(sample_at[j]) if n_samp[close_order[j]] else -1, hits_of[int(ordered[j])]))
         turn_counts = np.r_[e1 - s1, [len(c) for _, c in rest]].astype(np.int64)
-        chats = self.chats
         if parts:
             jsons = (pa.concat_arrays(parts) if len(parts) > 1 else parts[0]).take(pa.array(pick))
-            utf8 = jsons.cast(pa.binary()).to_pylist()  # bytes: no str round trip before SQLite
         else:
-            utf8 = []
+            jsons = pa.array([], pa.string())
         return Closed(
-            jsons=utf8,
-            hashes=sample_hashes(self.system, utf8),
-            chats=[chats[c] for c in conv_chat.tolist()],
-            n_turns=turn_counts[pick].tolist(),
-            tokens=ntok[pick].tolist(),
+            jsons=jsons,
+            hashes=sample_hashes(self.system, jsons.cast(pa.binary()).to_pylist()),
+            chats=conv_chat,
+            chat_names=self.chats,
+            n_turns=turn_counts[pick],
+            tokens=ntok[pick],
             hits=hits,
         )
 

@@ -34,6 +34,7 @@ def _fast_encoder() -> Callable[[Any], str]:
 
 
 dumps: Callable[[Any], str] = _fast_encoder()
+encode_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]  # '"…"', as dumps
 
 
 def sample_hash(system: str, turns_json: str) -> str:

@@ -28,9 +28,9 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable
-from itertools import repeat
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from persona_studio.bulk import Background, paused_gc
 from persona_studio.clean.blocked import BlockedWords, load_words
@@ -49,10 +49,12 @@ Progress = Callable[[int, int | None], None]
 _BATCH = 2000
 # created_at is passed (one value per run): the column default, strftime('now') evaluated per
 # row, costs ~1 µs a sample.
-# The column path binds turns as UTF-8 bytes; CAST makes them TEXT (bytes alone bind as BLOB).
-_UPSERT_UTF8 = (
+# The column path's rows, as one JSON array of [hash, turns, n_turns, n_tokens, meta] arrays.
+# (WHERE true: an upsert on INSERT ... SELECT needs it, to parse.)
+_INSERT_JSON_ROWS = (
     "INSERT INTO samples (persona_id, run_id, hash, system, turns, n_turns, n_tokens, source, status, meta,"
-    " created_at) VALUES (?,?,?,?,CAST(? AS TEXT),?,?,'import','pending',?,?)"
+    " created_at) SELECT ?1, ?2, value->>0, ?3, value->>1, value->>2, value->>3, 'import', 'pending', value->>4, ?4"
+    " FROM json_each(CAST(?5 AS TEXT)) WHERE true"
     " ON CONFLICT(persona_id, hash) DO UPDATE SET run_id = excluded.run_id"
 )
 _UPSERT = (
@@ -197,37 +199,29 @@ class _Run:
         self.samples["duplicates_dropped"] += dropped
 
     def accept_closed(self, c: Closed) -> None:
-        """The column path's conversations (see `Closed`): hash, dedup and store their samples.
-        Per sample this is a dict lookup; everything else was done on columns."""
-        raws = c.hashes
-        stored = list(map(self.dedup.check, raws))
+        """The column path's conversations (see `Closed`): dedup and store their samples.
+        Per sample this is one dict lookup; the rows go to SQLite as one JSON array that
+        `json_each` unpacks, so the insert loop runs in C with the GIL released (executemany
+        takes the GIL back for every row, which the main thread's work then delays)."""
+        stored = list(map(self.dedup.check, c.hashes))
         for at, hits in c.hits:
-            first = (stored[at] or raws[at]) if at >= 0 else None  # a duplicate's hits point at its twin
+            first = (stored[at] or c.hashes[at]) if at >= 0 else None  # a duplicate's hits point at its twin
             self.hits.extend((w, ref, t, first) for w, ref, t in hits)
         jsons, n_turns, tokens, chats = c.jsons, c.n_turns, c.tokens, c.chats
-        if None in stored:  # duplicates dropped (the usual case has none: no index lists then)
-            keep = [i for i, h in enumerate(stored) if h is not None]
-            self.samples["duplicates_dropped"] += len(stored) - len(keep)
-            if not keep:
-                return
-            pick = itemgetter(*keep)
-            stored, jsons, n_turns, tokens, chats = (
-                [x[i] for i in keep] if len(keep) == 1 else list(pick(x)) for x in (stored, jsons, n_turns, tokens, chats)
-            )
+        if None in stored:  # duplicates dropped (the usual case has none)
+            keep = np.fromiter((h is not None for h in stored), dtype=bool, count=len(stored))
+            self.samples["duplicates_dropped"] += len(stored) - int(keep.sum())
+            stored = [h for h in stored if h is not None]
+            jsons, n_turns, tokens, chats = jsons.filter(keep), n_turns[keep], tokens[keep], chats[keep]
         if not stored:
             return
-        metas = self._chat_meta
-        for ch in set(chats).difference(metas):
-            metas[ch] = dumps({"chat": ch}) if ch else "{}"
         new = len(stored) - sum(map(self.existing.__contains__, stored))
         self.samples["new"] += new
         self.samples["kept"] += len(stored) - new
-        self.lengths.extend(tokens)
-        pid, run_id, system, created = self.persona_id, self.run_id, self.system, self.created_at
-        self.db.executemany(_UPSERT_UTF8, zip(
-            repeat(pid), repeat(run_id), stored, repeat(system), jsons, n_turns, tokens,
-            map(metas.__getitem__, chats), repeat(created),
-        ))
+        self.lengths.extend(tokens.tolist())
+        metas = [dumps({"chat": ch}) if ch else "{}" for ch in c.chat_names]
+        rows = json_rows(stored, jsons, n_turns, tokens, metas, chats)
+        self.db.execute(_INSERT_JSON_ROWS, (self.persona_id, self.run_id, self.system, self.created_at, rows))
 
     def feed_import(self, db: Any, import_id: int, columnar: bool, progress: Progress | None,
                     done: int, total: int) -> int:
@@ -274,6 +268,25 @@ class _Run:
         self.samples["kept"] += len(rows) - new
         self.db.executemany(_UPSERT, rows)
         self.pending.clear()
+
+
+def json_rows(hashes: list[str], jsons: Any, n_turns: Any, tokens: Any, metas: list[str], meta_of: Any) -> Any:
+    """`[[hash, turns, n_turns, n_tokens, meta], ...]` as UTF-8 JSON, built by Arrow kernels
+    (no Python per row): turns is JSON text already, so it only needs `\\` and `"` escaped to
+    be a JSON string (its control characters are escaped in it). Returns an Arrow buffer."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from persona_studio.clean.dedup import encode_string
+
+    turns = pc.replace_substring(pc.replace_substring(jsons, "\\", "\\\\"), '"', '\\"')
+    meta = pa.array([encode_string(m) for m in metas], pa.string()).take(pa.array(meta_of))
+    row = pc.binary_join_element_wise(
+        '["', pa.array(hashes, pa.string()), '","', turns, '",', pa.array(n_turns).cast(pa.string()), ",",
+        pa.array(tokens).cast(pa.string()), ",", meta, "]", "")
+    whole = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(row)], pa.int32()), row), ",")
+    data = pc.binary_join_element_wise("[", whole, "]", "").cast(pa.binary())[0]
+    return data.as_buffer()
 
 
 def _messages(db: Any, import_id: int) -> Any:
