@@ -344,10 +344,10 @@ def make_dataset(ws: Any, persona_id: str, progress: Progress | None = None) -> 
             run.flush()
             if progress is not None:
                 progress(read, total)
-            removed = db.execute(
+            removed = db.execute(  # nothing can be stale on a persona's first run: skip the scan
                 "DELETE FROM samples WHERE persona_id = ? AND source = 'import' AND (run_id IS NULL OR run_id != ?)",
                 (persona_id, run_id),
-            ).rowcount
+            ).rowcount if existing else 0
             db.execute("DELETE FROM blocked_hits WHERE persona_id = ?", (persona_id,))
             db.executemany(
                 "INSERT INTO blocked_hits (persona_id, run_id, word, import_id, seq, text, sample_hash)"
