@@ -99,7 +99,8 @@ def test_bytes_that_are_not_utf8_become_replacement_characters(
     assert any(m.text == "bad \ufffd byte" for m in fast[0])  # type: ignore[union-attr]
 
 
-def _chunks(data: bytes, size: int) -> list[bytes]:
+def _reader(data: bytes, size: int) -> CsvChunks:
+    """A CsvChunks over `data` in memory."""
     pos = 0
 
     def readinto(mv: memoryview) -> int:
@@ -109,7 +110,11 @@ def _chunks(data: bytes, size: int) -> list[bytes]:
         pos += len(piece)
         return len(piece)
 
-    reader = CsvChunks(readinto, size)
+    return CsvChunks(readinto, size)
+
+
+def _chunks(data: bytes, size: int) -> list[bytes]:
+    reader = _reader(data, size)
     out = []
     while (chunk := reader.next()) is not None:
         assert chunk.plain
@@ -128,17 +133,7 @@ def test_chunks_end_on_record_boundaries(size: int) -> None:
 
 
 def test_chunk_line_numbers_count_breaks_as_the_csv_module_does() -> None:
-    pos = 0
-    data = b'h\r\n"a\r\nb"\n\rc\n'
-
-    def readinto(mv: memoryview) -> int:
-        nonlocal pos
-        piece = data[pos:pos + len(mv)]
-        mv[:len(piece)] = piece
-        pos += len(piece)
-        return len(piece)
-
-    reader = CsvChunks(readinto, 4)
+    reader = _reader(b'h\r\n"a\r\nb"\n\rc\n', 4)
     starts = []
     while (chunk := reader.next(first_record=not starts)) is not None:
         starts.append((chunk.line, chunk.breaks))

@@ -2,7 +2,8 @@
 the structure (where conversations and turns start), Arrow compute kernels for the text
 (trim, the regex pre-checks, joining turns, JSON). Same result as `Sessionizer` fed message by
 message (a test feeds both the same random chats); Python runs per message only for the few
-that hold a blocked word or might hold PII, and per sample only to hash it (clean/pipeline.py).
+that hold a blocked word or might hold PII, and per sample only to hash it (and, on the writer
+thread, to look the hash up for dedup: clean/pipeline.py).
 
 Why the rules vectorise: every place where `Sessionizer` starts a new conversation depends
 only on the message and the one before it in the same chat (see `_breaks`), never on state
@@ -113,7 +114,9 @@ class ColumnarSessionizer:
     def feed(self, block: Block, import_id: int) -> None:
         self.blocks.append(block)
         self.buffered += len(block)
-        if self.buffered + len(self.pending) >= WINDOW:
+        # A window also waits for as many new messages as are carried: one endless conversation
+        # (a busy group chat) would otherwise be re-scanned whole for every block.
+        if self.buffered + len(self.pending) >= WINDOW and self.buffered >= len(self.pending):
             self._events(import_id)
             self._window(final=False)
 
