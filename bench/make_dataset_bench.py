@@ -97,11 +97,11 @@ def bare_parse(path: Path) -> int:
 
 def store_floor(ws: object, path: Path) -> Timer:
     """Time inserting the finished samples, read back from `ws`, into a new store the way
-    make-dataset's writer does (one JSON array of rows through json_each)."""
+    make-dataset's writer does (one INSERT ... SELECT over json_each, see clean/pipeline.py)."""
     import numpy as np
     import pyarrow as pa
 
-    from persona_studio.clean.pipeline import _INSERT_JSON_ROWS, json_rows
+    from persona_studio.clean.pipeline import _INSERT_ROWS, sample_rows
     from persona_studio.store import Store
 
     with ws.store() as store:  # type: ignore[attr-defined]
@@ -109,7 +109,7 @@ def store_floor(ws: object, path: Path) -> Timer:
         run = store.query("SELECT persona_id, run_id, system, created_at FROM samples LIMIT 1")[0]
     hashes, turns, n_turns, n_tokens, metas = zip(*rows, strict=True)
     distinct = sorted(set(metas))
-    payload = json_rows(list(hashes), pa.array(turns, pa.string()), np.array(n_turns), np.array(n_tokens),
+    payload = sample_rows(list(hashes), pa.array(turns, pa.string()), np.array(n_turns), np.array(n_tokens),
                         distinct, np.array([distinct.index(m) for m in metas]))
     from persona_studio.bulk import paused_gc
 
@@ -118,7 +118,7 @@ def store_floor(ws: object, path: Path) -> Timer:
         with fresh.tx() as db:
             db.execute("INSERT INTO dataset_runs (id, persona_id) VALUES (?, 'bench')", (run[1],))
         with Timer() as t, paused_gc(), fresh.tx() as db:
-            db.execute(_INSERT_JSON_ROWS, (*tuple(run), payload))
+            db.execute(_INSERT_ROWS, (*tuple(run), *payload))
     return t
 
 

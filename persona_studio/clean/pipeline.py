@@ -49,12 +49,14 @@ Progress = Callable[[int, int | None], None]
 _BATCH = 2000
 # created_at is passed (one value per run): the column default, strftime('now') evaluated per
 # row, costs ~1 µs a sample.
-# The column path's rows, as one JSON array of [hash, turns, n_turns, n_tokens, meta] arrays.
-# (WHERE true: an upsert on INSERT ... SELECT needs it, to parse.)
-_INSERT_JSON_ROWS = (
+# The column path's rows: a JSON array of [hash, turns_start, turns_bytes, n_turns, n_tokens,
+# meta] arrays (?5), and every sample's turns JSON back to back in one UTF-8 blob (?6) that each
+# row cuts its own out of (substr on a blob counts bytes, so no JSON escaping of the turns at
+# all). WHERE true: an upsert on INSERT ... SELECT needs it, to parse.
+_INSERT_ROWS = (
     "INSERT INTO samples (persona_id, run_id, hash, system, turns, n_turns, n_tokens, source, status, meta,"
-    " created_at) SELECT ?1, ?2, value->>0, ?3, value->>1, value->>2, value->>3, 'import', 'pending', value->>4, ?4"
-    " FROM json_each(CAST(?5 AS TEXT)) WHERE true"
+    " created_at) SELECT ?1, ?2, value->>0, ?3, CAST(substr(?6, value->>1, value->>2) AS TEXT), value->>3,"
+    " value->>4, 'import', 'pending', value->>5, ?4 FROM json_each(CAST(?5 AS TEXT)) WHERE true"
     " ON CONFLICT(persona_id, hash) DO UPDATE SET run_id = excluded.run_id"
 )
 _UPSERT = (
@@ -220,8 +222,8 @@ class _Run:
         self.samples["kept"] += len(stored) - new
         self.lengths.extend(tokens.tolist())
         metas = [dumps({"chat": ch}) if ch else "{}" for ch in c.chat_names]
-        rows = json_rows(stored, jsons, n_turns, tokens, metas, chats)
-        self.db.execute(_INSERT_JSON_ROWS, (self.persona_id, self.run_id, self.system, self.created_at, rows))
+        rows, turns = sample_rows(stored, jsons, n_turns, tokens, metas, chats)
+        self.db.execute(_INSERT_ROWS, (self.persona_id, self.run_id, self.system, self.created_at, rows, turns))
 
     def feed_import(self, db: Any, import_id: int, columnar: bool, progress: Progress | None,
                     done: int, total: int) -> int:
@@ -270,23 +272,28 @@ class _Run:
         self.pending.clear()
 
 
-def json_rows(hashes: list[str], jsons: Any, n_turns: Any, tokens: Any, metas: list[str], meta_of: Any) -> Any:
-    """`[[hash, turns, n_turns, n_tokens, meta], ...]` as UTF-8 JSON, built by Arrow kernels
-    (no Python per row): turns is JSON text already, so it only needs `\\` and `"` escaped to
-    be a JSON string (its control characters are escaped in it). Returns an Arrow buffer."""
+def sample_rows(hashes: list[str], jsons: Any, n_turns: Any, tokens: Any, metas: list[str],
+                meta_of: Any) -> tuple[Any, Any]:
+    """The parameters ?5 and ?6 of `_INSERT_ROWS`, built by Arrow kernels and numpy (no Python
+    per row): the rows as UTF-8 JSON, and the turns' UTF-8 bytes (the Arrow string buffer
+    itself). Both are Arrow buffers, which SQLite binds as blobs without a Python copy."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from persona_studio.clean.dedup import encode_string
 
-    turns = pc.replace_substring(pc.replace_substring(jsons, "\\", "\\\\"), '"', '\\"')
+    jsons = jsons.combine_chunks() if isinstance(jsons, pa.ChunkedArray) else jsons
+    bufs = jsons.buffers()
+    ends = np.frombuffer(bufs[1], dtype=np.int32)[jsons.offset:jsons.offset + len(jsons) + 1].astype(np.int64)
+    lo, hi = int(ends[0]), int(ends[-1])
+    numbers = [pa.array(x).cast(pa.string()) for x in (ends[:-1] - lo + 1, np.diff(ends), n_turns, tokens)]
     meta = pa.array([encode_string(m) for m in metas], pa.string()).take(pa.array(meta_of))
     row = pc.binary_join_element_wise(
-        '["', pa.array(hashes, pa.string()), '","', turns, '",', pa.array(n_turns).cast(pa.string()), ",",
-        pa.array(tokens).cast(pa.string()), ",", meta, "]", "")
+        '["', pa.array(hashes, pa.string()), '",', numbers[0], ",", numbers[1], ",", numbers[2], ",",
+        numbers[3], ",", meta, "]", "")
     whole = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(row)], pa.int32()), row), ",")
-    data = pc.binary_join_element_wise("[", whole, "]", "").cast(pa.binary())[0]
-    return data.as_buffer()
+    rows = pc.binary_join_element_wise("[", whole, "]", "").cast(pa.binary())[0].as_buffer()
+    return rows, bufs[2].slice(lo, hi - lo)
 
 
 def _messages(db: Any, import_id: int) -> Any:
