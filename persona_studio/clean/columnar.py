@@ -2,8 +2,8 @@
 the structure (where conversations and turns start), Arrow compute kernels for the text
 (trim, the regex pre-checks, joining turns, JSON). Same result as `Sessionizer` fed message by
 message (a test feeds both the same random chats); Python runs per message only for the few
-that hold a blocked word or might hold PII, and per sample only to hash it (and, on the writer
-thread, to look the hash up for dedup: clean/pipeline.py).
+that hold a blocked word or might hold PII; per sample only to hash it and look the hash up
+for dedup, on the writer thread (clean/pipeline.py).
 
 Why the rules vectorise: every place where `Sessionizer` starts a new conversation depends
 only on the message and the one before it in the same chat (see `_breaks`), never on state
@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from persona_studio.clean.dedup import sample_hashes
 from persona_studio.clean.sessionize import Sessionizer
 from persona_studio.store.blocks import codes
 
@@ -52,7 +51,6 @@ class Closed:
     index of its first sample (-1: it has none)."""
 
     jsons: pa.Array  # turns JSON of each sample, as dedup.dumps writes it
-    hashes: list[str]  # dedup.sample_hash of each (taken here, off the writer thread)
     chats: np.ndarray  # chat of each sample, an index into `chat_names`
     chat_names: list[str]
     n_turns: np.ndarray
@@ -258,7 +256,7 @@ class ColumnarSessionizer:
         if final and self.orphans:
             self.orphans.sort(key=lambda o: o[0])
             none = np.zeros(0, dtype=np.int64)
-            self.emit(Closed(pa.array([], pa.string()), [], none, self.chats, none, none,
+            self.emit(Closed(pa.array([], pa.string()), none, self.chats, none, none,
                              [(-1, hits) for _, hits in self.orphans]))
             self.orphans.clear()
 
@@ -459,7 +457,6 @@ class ColumnarSessionizer:
             jsons = pa.array([], pa.string())
         return Closed(
             jsons=jsons,
-            hashes=sample_hashes(self.system, jsons.cast(pa.binary()).to_pylist()),
             chats=conv_chat,
             chat_names=self.chats,
             n_turns=turn_counts[pick],

@@ -34,7 +34,7 @@ import numpy as np
 
 from persona_studio.bulk import Background, paused_gc
 from persona_studio.clean.blocked import BlockedWords, load_words
-from persona_studio.clean.dedup import Dedup, dumps, sample_hash
+from persona_studio.clean.dedup import Dedup, dumps, sample_hash, sample_hashes
 from persona_studio.clean.pii import Redactor
 from persona_studio.clean.sessionize import Rules, Sessionizer
 from persona_studio.clean.tokens import TokenCounter, report
@@ -201,13 +201,16 @@ class _Run:
         self.samples["duplicates_dropped"] += dropped
 
     def accept_closed(self, c: Closed) -> None:
-        """The column path's conversations (see `Closed`): dedup and store their samples.
-        Per sample this is one dict lookup; the rows go to SQLite as one JSON array that
+        """The column path's conversations (see `Closed`): hash, dedup and store their samples.
+        Per sample this is a hash and a dict lookup; the rows go to SQLite as one JSON array that
         `json_each` unpacks, so the insert loop runs in C with the GIL released (executemany
         takes the GIL back for every row, which the main thread's work then delays)."""
-        stored = list(map(self.dedup.check, c.hashes))
+        import pyarrow as pa
+
+        hashes = sample_hashes(self.system, c.jsons.cast(pa.binary()).to_pylist())
+        stored = list(map(self.dedup.check, hashes))
         for at, hits in c.hits:
-            first = (stored[at] or c.hashes[at]) if at >= 0 else None  # a duplicate's hits point at its twin
+            first = (stored[at] or hashes[at]) if at >= 0 else None  # a duplicate's hits point at its twin
             self.hits.extend((w, ref, t, first) for w, ref, t in hits)
         jsons, n_turns, tokens, chats = c.jsons, c.n_turns, c.tokens, c.chats
         if None in stored:  # duplicates dropped (the usual case has none)
