@@ -17,7 +17,9 @@ from __future__ import annotations
 import csv
 import io
 import sys
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +29,7 @@ from persona_studio.ingest.common import ReadStats, parse_wall_time, where
 from persona_studio.ingest.encoding import open_utf8_bytes
 
 if TYPE_CHECKING:
+    from persona_studio.ingest.csvchunks import Chunk
     from persona_studio.store.blocks import Block
 
 NAME = "wechat"
@@ -34,6 +37,7 @@ REQUIRED = ("type_name", "is_sender", "talker", "msg", "CreateTime")
 KNOWN = ("id", "MsgSvrID", "type_name", "is_sender", "talker", "room_name", "msg", "src", "CreateTime", "is_forward")
 ME = "me"
 ME_ID = "is_sender:1"
+PARSERS = 2  # chunks parsed at once
 
 KINDS: dict[str, Kind] = {
     "文本": "text",
@@ -105,20 +109,32 @@ def read_blocks(path: Path, encoding: str, stats: ReadStats) -> Iterator[Block]:
         cols = _Columns(_read_header(_reader(io.BytesIO(head.data.to_pybytes())), path))
         arrow = ArrowColumns(cols)
         seq = 1
-        while (chunk := chunks.next()) is not None:
-            if not chunk.plain:  # the chunker cannot follow this quoting: the csv module takes over
-                yield from _numbered(_row_blocks(_reader(chunks.rest(chunk)), cols, path, chunk.line, stats),
-                                     stats, seq)
-                return
-            block = arrow.block(chunk)
-            if block is None:  # something unusual in this chunk: row by row, with line numbers
-                reader = _reader(io.BytesIO(chunk.data.to_pybytes()))
-                found: Iterable[Block] = _row_blocks(reader, cols, path, chunk.line, stats)
-            else:
-                found = (block,)
-            for b in _numbered(found, stats, seq):
-                seq += len(b)
-                yield b
+        # Two chunks parse at once (pyarrow's parser runs without the GIL); blocks come out
+        # in file order. Reading stops at a chunk the chunker cannot follow, which the csv
+        # module then takes from there to the end.
+        ahead: deque[tuple[Chunk, Future[Block | None]]] = deque()
+        tail: Chunk | None = None
+        with ThreadPoolExecutor(PARSERS, thread_name_prefix="persona-studio-csv") as pool:
+            while True:
+                while tail is None and len(ahead) < PARSERS and (chunk := chunks.next()) is not None:
+                    if not chunk.plain:
+                        tail = chunk
+                        break
+                    ahead.append((chunk, pool.submit(arrow.block, chunk)))
+                if not ahead:
+                    break
+                chunk, parsed = ahead.popleft()
+                block = parsed.result()
+                if block is None:  # something unusual in this chunk: row by row, with line numbers
+                    reader = _reader(io.BytesIO(chunk.data.to_pybytes()))
+                    found: Iterable[Block] = _row_blocks(reader, cols, path, chunk.line, stats)
+                else:
+                    found = (block,)
+                for b in _numbered(found, stats, seq):
+                    seq += len(b)
+                    yield b
+        if tail is not None:  # the chunker cannot follow this quoting: the csv module takes over
+            yield from _numbered(_row_blocks(_reader(chunks.rest(tail)), cols, path, tail.line, stats), stats, seq)
 
 
 def _readinto(raw: Any) -> Any:
