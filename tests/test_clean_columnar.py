@@ -6,6 +6,7 @@ PII, empty messages), with windows small enough that conversations are carried a
 from __future__ import annotations
 
 import csv
+import json
 import random
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -82,6 +83,12 @@ def test_without_the_re2_precheck_too(tmp_path: Path, monkeypatch: pytest.Monkey
     check_equal(tmp_path / "again", monkeypatch, SETTINGS[0], 7)
 
 
+def test_with_the_real_tokenizer_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model: Path) -> None:
+    """Token counts by a local tokenizer (the column path tokenizes turn texts itself then)."""
+    settings = SETTINGS[1].replace("{make_dataset:", f"{{model: {{name_or_path: {json.dumps(str(tiny_model))}}}, make_dataset:")
+    check_equal(tmp_path, monkeypatch, settings, 1 << 18)
+
+
 def check_equal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: str, window: int) -> None:
     export = random_export(tmp_path / "chat.csv", 3000, seed=len(settings) + window)
     results = []
@@ -96,6 +103,7 @@ def check_equal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: str, 
         results.append(snapshot(ws, make_dataset(ws, "p")))
     msg, col = results
     assert len(msg["samples"]) > 50 and msg["hits"]
+    assert msg["summary"]["tokens"]["exact"] == ("name_or_path" in settings)
     assert col["summary"] == msg["summary"]
     assert col["samples"] == msg["samples"]
     assert col["hits"] == msg["hits"]
