@@ -107,3 +107,30 @@ def check_equal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: str, 
     assert col["summary"] == msg["summary"]
     assert col["samples"] == msg["samples"]
     assert col["hits"] == msg["hits"]
+
+
+CHAT_EXPORTS = ["wechat_private.csv", "wechat_group_gbk.csv", "telegram_full.json", "whatsapp_android.txt",
+                "whatsapp_ios.txt", "whatsapp_utf16.txt", "qq_history.txt", "discord_channel.json"]
+
+
+@pytest.mark.parametrize("name", CHAT_EXPORTS)
+def test_every_chat_export_format_gives_the_same_samples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         name: str) -> None:
+    """Non-WeChat exports reach the column path as blocks built from Messages (plain string
+    columns, no dictionaries): same result as the message path there too."""
+    from persona_studio import ingest
+
+    export = Path(__file__).parent / "data" / "ingest" / name
+    me = ingest.speakers(export)[0][0]
+    results = []
+    for label, generic in (("msg", frozenset(ingest.FORMATS)), ("col", pipeline.GENERIC_FORMATS)):
+        ws = Workspace.init(tmp_path / label)
+        ws.settings_path.write_text('{make_dataset: {blocked_words: ["the"]}}', encoding="utf-8")
+        ws = Workspace.open(ws.root)
+        add_persona(ws, "p")
+        import_files(ws, "p", [export], me=me)
+        monkeypatch.setattr(pipeline, "GENERIC_FORMATS", generic)
+        results.append(snapshot(ws, make_dataset(ws, "p")))
+    msg, col = results
+    assert msg["summary"]["messages"]["read"] > 0
+    assert col == msg

@@ -238,7 +238,7 @@ class ColumnarSessionizer:
             order = np.argsort(key, kind="stable")  # per chat, in stream order
             k, t, e, r = key[order], ts[order], etype[order], me[order]
             start, cut_gap = self._breaks(k, t, e, r)
-            self.sess.counts["cut_same_role_gap"] += int(cut_gap.sum())
+            _add(self.sess.counts, "cut_same_role_gap", int(cut_gap.sum()))
             conv = np.cumsum(start) - 1  # conversation number per event (sorted order)
             # The last conversation of each chat is still open unless a CUT ended it.
             last_of_key = np.ones(len(k), dtype=bool)
@@ -396,8 +396,8 @@ class ColumnarSessionizer:
         reply_end = np.maximum(last_me[end] + 1, start)
         has_turns = end > start
         simple = in_bounds & (end - start <= r.max_turns) & has_turns
-        counts["trailing_user_turn"] += int((end - reply_end)[simple].sum())
-        counts["no_reply"] += int((simple & (reply_end == start)).sum())
+        _add(counts, "trailing_user_turn", int((end - reply_end)[simple].sum()))
+        _add(counts, "no_reply", int((simple & (reply_end == start)).sum()))
         for c in convs[~has_turns].tolist():  # only removed messages: never closed, hits tie to nothing
             if c in hits_of:
                 self.orphans.append((float(first_pos[c]), hits_of.pop(c)))
@@ -532,6 +532,12 @@ def _rows_with_special_bytes(texts: pa.Array) -> np.ndarray:
     flag |= data == 0x22
     flag |= data == 0x5C
     return np.unique(np.searchsorted(offsets, np.flatnonzero(flag) + lo, side="right") - 1)
+
+
+def _add(counts: Any, key: str, n: int) -> None:
+    """counts[key] += n, leaving no key behind for 0 (the summary lists what happened)."""
+    if n:
+        counts[key] += n
 
 
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
