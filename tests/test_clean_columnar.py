@@ -134,3 +134,27 @@ def test_every_chat_export_format_gives_the_same_samples(tmp_path: Path, monkeyp
     msg, col = results
     assert msg["summary"]["messages"]["read"] > 0
     assert col == msg
+
+
+def test_several_imports_of_one_persona(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two exports (and a generic dataset between them, which takes the message path): the
+    column path's writer thread and the message path take turns in import order."""
+    exports = [random_export(tmp_path / f"chat{i}.csv", 800, seed=40 + i) for i in range(2)]
+    dataset = tmp_path / "extra.jsonl"
+    dataset.write_text("\n".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                                          {"role": "assistant", "content": f"a{i}"}]})
+                                 for i in range(30)) + "\n", encoding="utf-8")
+    results = []
+    for name, generic in (("msg", frozenset({"wechat", *pipeline.GENERIC_FORMATS})), ("col", pipeline.GENERIC_FORMATS)):
+        ws = Workspace.init(tmp_path / name)
+        ws.settings_path.write_text(SETTINGS[0], encoding="utf-8")
+        ws = Workspace.open(ws.root)
+        add_persona(ws, "p")
+        for path in (exports[0], dataset, exports[1]):
+            import_files(ws, "p", [path], me="me" if path.suffix == ".csv" else None)
+        monkeypatch.setattr(pipeline, "GENERIC_FORMATS", generic)
+        monkeypatch.setattr(columnar, "WINDOW", 64)
+        results.append(snapshot(ws, make_dataset(ws, "p")))
+    msg, col = results
+    assert msg["summary"]["samples"]["total"] > 30 + 50
+    assert col == msg
