@@ -202,8 +202,8 @@ class _Run:
 
     def accept_closed(self, c: Closed) -> None:
         """The column path's conversations (see `Closed`): hash, dedup and store their samples.
-        Per sample this is a hash and a dict lookup; the rows go to SQLite as one JSON array that
-        `json_each` unpacks, so the insert loop runs in C with the GIL released (executemany
+        Per sample this is a hash and a dict lookup; the rows go to SQLite in one statement
+        (`_INSERT_ROWS`), so its insert loop runs in C with the GIL released (executemany
         takes the GIL back for every row, which the main thread's work then delays)."""
         import pyarrow as pa
 
