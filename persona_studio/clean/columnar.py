@@ -32,6 +32,7 @@ from persona_studio.store.blocks import codes
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from persona_studio.clean.checks import TextChecks
     from persona_studio.clean.tokens import TokenCounter
     from persona_studio.store.blocks import Block
 
@@ -83,12 +84,10 @@ class ColumnarSessionizer:
     """Feeds Blocks of one import; hands finished conversations to `emit` a window at a
     time, in the order `Sessionizer` would close them."""
 
-    def __init__(self, sess: Sessionizer, blocked: Any, redactor: Any, cut_non_text: bool,
-                 skipped: Any, word_hits: Any, redacted: Any, pii_dropped: Any,
-                 tokens: TokenCounter, system: str, emit: Emit):
+    def __init__(self, sess: Sessionizer, checks: TextChecks, cut_non_text: bool, tokens: TokenCounter,
+                 system: str, emit: Emit):
         self.sess, self.rules = sess, sess.rules
-        self.blocked, self.redactor, self.cut_non_text = blocked, redactor, cut_non_text
-        self.skipped, self.word_hits, self.redacted, self.pii_dropped = skipped, word_hits, redacted, pii_dropped
+        self.checks, self.cut_non_text, self.skipped = checks, cut_non_text, checks.skipped
         self.tokens, self.system = tokens, system
         self.emit = emit
         self.keys: dict[str, int] = {}
@@ -103,9 +102,9 @@ class ColumnarSessionizer:
         self.n = 0  # messages seen (stream position)
         # The RE2 pre-check: None when nothing is checked, "" when only the exact checks will do.
         parts = []
-        if blocked.search is not None:
-            parts.append(blocked.prefilter())
-        if redactor.maybe is not None:
+        if checks.blocked.search is not None:
+            parts.append(checks.blocked.prefilter())
+        if checks.redactor.maybe is not None:
             parts.append(_re2_precheck())
         self._pattern = None if not parts else "" if None in parts else "|".join(f"(?:{p})" for p in parts)
 
@@ -160,31 +159,19 @@ class ColumnarSessionizer:
             keep &= ~empty
         live = keep & (etype == ADD)
         # One pre-check pass for both (each Arrow regex call costs ~100 ns a text), then the
-        # exact Python checks on the few flagged texts: blocked words first, as the message path.
-        blocked_search, maybe_pii = self.blocked.search, self.redactor.maybe
+        # message path's own checks on the few flagged texts.
+        check = self.checks.check
         at, clean_texts = [], []
         for i, t in self._flagged(text, live):
-            if blocked_search is not None and blocked_search(t) and (words := self.blocked.hits(t)):
-                skipped["blocked_word"] += 1
-                ref = (import_id, int(seq[i]))
-                for w in words:
-                    self.word_hits[w] += 1
-                self.hits[base + i] = [(w, ref, t) for w in words]
+            clean, words = check(t)
+            if clean is None:  # removed, but part of the talk: the gap rule still sees it
                 etype[i] = TOUCH
-                continue
-            if maybe_pii is None or not maybe_pii(t):
-                continue
-            clean, found = self.redactor.apply(t)
-            if clean is None:
-                skipped["pii_drop"] += 1
-                for k in found:
-                    self.pii_dropped[k] += 1
-                etype[i] = TOUCH
-                continue
-            for k, c in found.items():
-                self.redacted[k] += c
-            at.append(i)
-            clean_texts.append(clean)
+                if words:
+                    ref = (import_id, int(seq[i]))
+                    self.hits[base + i] = [(w, ref, t) for w in words]
+            elif clean != t:
+                at.append(i)
+                clean_texts.append(clean)
         if at:
             mask = np.zeros(n, dtype=bool)
             mask[at] = True
@@ -218,10 +205,10 @@ class ColumnarSessionizer:
                 self._pattern = ""  # don't try again for every window
         texts = text.to_pylist()
         found = set()
-        if self.blocked.search is not None:
-            found.update(self.blocked.find_many(texts))
-        if self.redactor.maybe is not None:
-            found.update(self.redactor.candidates(texts))
+        if self.checks.blocked.search is not None:
+            found.update(self.checks.blocked.find_many(texts))
+        if self.checks.redactor.maybe is not None:
+            found.update(self.checks.redactor.candidates(texts))
         return [(i, texts[i]) for i in sorted(found) if live[i]]
 
     # -- per window: conversations and turns ---------------------------------------------------

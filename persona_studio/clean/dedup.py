@@ -38,11 +38,11 @@ encode_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ig
 
 
 def sample_hash(system: str, turns_json: str) -> str:
-    return hashlib.sha256(f"{system}\x00{turns_json}".encode()).hexdigest()[:32]
+    return sample_hashes(system, [turns_json.encode()])[0]
 
 
 def sample_hashes(system: str, turns_utf8: list[bytes]) -> list[str]:
-    """`sample_hash` of many samples whose turns JSON is already UTF-8 (the column path)."""
+    """`sample_hash` of many samples whose turns JSON is already UTF-8 (how make-dataset has them)."""
     prefix = (system + "\x00").encode()
     sha256 = hashlib.sha256
     return [sha256(s).hexdigest()[:32] for s in map(prefix.__add__, turns_utf8)]

@@ -34,7 +34,8 @@ import numpy as np
 
 from persona_studio.bulk import Background, paused_gc
 from persona_studio.clean.blocked import BlockedWords, load_words
-from persona_studio.clean.dedup import Dedup, dumps, sample_hash, sample_hashes
+from persona_studio.clean.checks import TextChecks
+from persona_studio.clean.dedup import Dedup, dumps, sample_hashes
 from persona_studio.clean.pii import Redactor
 from persona_studio.clean.sessionize import Rules, Sessionizer
 from persona_studio.clean.tokens import TokenCounter, report
@@ -46,25 +47,18 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int, int | None], None]
 
-_BATCH = 2000
-# created_at is passed (one value per run): the column default, strftime('now') evaluated per
-# row, costs ~1 µs a sample.
-# The column path's rows: a JSON array of [hash, turns_start, turns_bytes, n_turns, n_tokens,
+_BATCH = 2000  # the message path's samples are stored this many at a time
+# Samples are stored by one statement per batch. The rows: a JSON array of [hash, turns_start, turns_bytes, n_turns, n_tokens,
 # meta] arrays (?5), and every sample's turns JSON back to back in one UTF-8 blob (?6) that each
 # row cuts its own out of (substr on a blob counts bytes, so no JSON escaping of the turns at
-# all). WHERE true: an upsert on INSERT ... SELECT needs it, to parse.
+# all). created_at is passed once (the column default, strftime per row, costs ~1 µs a
+# sample). WHERE true: an upsert on INSERT ... SELECT needs it, to parse.
 _INSERT_ROWS = (
     "INSERT INTO samples (persona_id, run_id, hash, system, turns, n_turns, n_tokens, source, status, meta,"
     " created_at) SELECT ?1, ?2, value->>0, ?3, CAST(substr(?6, value->>1, value->>2) AS TEXT), value->>3,"
     " value->>4, 'import', 'pending', value->>5, ?4 FROM json_each(CAST(?5 AS TEXT)) WHERE true"
     " ON CONFLICT(persona_id, hash) DO UPDATE SET run_id = excluded.run_id"
 )
-_UPSERT = (
-    "INSERT INTO samples (persona_id, run_id, hash, system, turns, n_turns, n_tokens, source, status, meta,"
-    " created_at) VALUES (?,?,?,?,?,?,?,'import','pending',?,?)"
-    " ON CONFLICT(persona_id, hash) DO UPDATE SET run_id = excluded.run_id"
-)
-
 
 def system_prompt(ws: Any, persona_id: str) -> str:
     """The system prompt of every sample: the card's `system_prompt` with {{char}} filled in,
@@ -86,30 +80,26 @@ class _Run:
             persona_id, system, existing, run_id, db
         )
         self.cut_non_text = md.non_text == "cut"
-        self.blocked = BlockedWords(load_words(md.blocked_words, md.blocked_words_file, ws.root))
-        self.redactor = Redactor(md.pii)
+        self.checks = TextChecks(BlockedWords(load_words(md.blocked_words, md.blocked_words_file, ws.root)),
+                                 Redactor(md.pii))
         self.sess = Sessionizer(Rules.from_settings(md))
         self.dedup = Dedup(md.dedup)
         self.tokens = TokenCounter(ws.settings.model.name_or_path, ws.settings.model.trust_remote_code)
         self.created_at = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
-        self.skipped: Counter[str] = Counter()
-        self.redacted: Counter[str] = Counter()
-        self.pii_dropped: Counter[str] = Counter()
-        self.word_hits: Counter[str] = Counter()
+        self.skipped = self.checks.skipped
         self.samples: Counter[str] = Counter()
         self.lengths: list[int] = []
-        self.pending: list[tuple[str, list[str], str, str]] = []  # (hash, turn contents, JSON, chat)
+        # The message path's closed conversations not stored yet: (chat, [(turns JSON, turn
+        # contents)], blocked-word hits), and how many samples they hold.
+        self.pending: list[tuple[str, list[tuple[str, list[str]]], list[Any]]] = []
+        self.n_pending = 0
         self.open_hits: dict[tuple[Hashable, int], list[tuple[str, tuple[int, int], str]]] = {}
         self.hits: list[tuple[str, tuple[int, int], str, str | None]] = []
-        self._chat_meta: dict[str, str] = {}
         self.writer = Background()
 
     def feed(self, rows: Any, progress: Progress | None, total: int, done: int = 0) -> int:
-        # The loop runs once per stored message (millions): everything it touches is a local,
-        # and the usual message (text, no blocked word, no PII) costs two C-level regex scans.
-        sess, blocked, redactor, skipped = self.sess, self.blocked, self.redactor, self.skipped
-        blocked_search = blocked.search
-        pii_maybe = redactor.maybe
+        # The loop runs once per message: what it touches is a local.
+        sess, check, skipped = self.sess, self.checks.check, self.skipped
         sess_add, done = sess.add, sess.done  # `drain` empties `done` in place
         cut_non_text = self.cut_non_text
         conv_of: dict[int, Hashable] = {}
@@ -140,29 +130,18 @@ class _Run:
             if not text:
                 skipped["empty"] += 1
                 continue
-            if blocked_search is not None and blocked_search(text) and (words := blocked.hits(text)):
-                skipped["blocked_word"] += 1
-                hits = self.open_hits.setdefault((key, sess.touch(key, ts)), [])
-                for w in words:
-                    self.word_hits[w] += 1
-                    hits.append((w, ref, text))
+            clean, words = check(text)
+            if clean is None:  # removed, but part of the talk: the gap rule still sees it
+                serial = sess.touch(key, ts)
+                if words:
+                    self.open_hits.setdefault((key, serial), []).extend((w, ref, text) for w in words)
                 continue
-            if pii_maybe is not None and pii_maybe(text):
-                clean, found = redactor.apply(text)
-                if clean is None:  # a 'drop' kind was found
-                    skipped["pii_drop"] += 1
-                    for k in found:
-                        self.pii_dropped[k] += 1
-                    sess.touch(key, ts)
-                    continue
-                for k, c in found.items():
-                    self.redacted[k] += c
-                text = clean
-            sess_add(key, ts, speaker, is_me, text)
+            sess_add(key, ts, speaker, is_me, clean)
             if done:
                 self.drain()
         sess.close_all()
         self.drain()
+        self.flush()
         for hits in self.open_hits.values():  # conversations that produced no turns at all
             self.hits.extend((w, ref, t, None) for w, ref, t in hits)
         self.open_hits.clear()
@@ -171,37 +150,46 @@ class _Run:
         return n
 
     def drain(self) -> None:
-        convs = []
         for key, serial, samples in self.sess.done:
             chat = key[1] if isinstance(key, tuple) and len(key) == 2 else ""
             encoded = [(dumps(turns), [t["content"] for t in turns]) for turns in samples]
-            convs.append((chat, encoded, self.open_hits.pop((key, serial), None) or []))
+            self.pending.append((chat, encoded, self.open_hits.pop((key, serial), None) or []))
+            self.n_pending += len(encoded)
         self.sess.done.clear()
-        self.accept(convs)
+        if self.n_pending >= _BATCH:
+            self.flush()
 
-    def accept(self, convs: list[tuple[str, list[tuple[str, list[str]]], list[Any]]]) -> None:
-        """Closed conversations, in order: each one's samples (turns JSON, turn contents) and
-        blocked-word hits. Both sessionizers end here, so dedup and storage are one code path."""
-        check, system, pending = self.dedup.check, self.system, self.pending
-        dropped = 0
-        for chat, samples, hits in convs:
-            first: str | None = None
-            for encoded, contents in samples:
-                raw = sample_hash(system, encoded)
-                h = check(raw)
-                first = first or h or raw  # a duplicate's hits point at the sample it duplicates
-                if h is None:
-                    dropped += 1
-                    continue
-                pending.append((h, contents, encoded, chat))
-            if hits:
-                self.hits.extend((w, ref, t, first) for w, ref, t in hits)
-            if len(pending) >= _BATCH:
-                self.flush()
-        self.samples["duplicates_dropped"] += dropped
+    def flush(self) -> None:
+        """The message path's pending conversations, as a `Closed` for `accept_closed`: both
+        paths dedup and store samples the same way."""
+        import pyarrow as pa
+
+        from persona_studio.clean.columnar import Closed
+
+        convs, self.pending, self.n_pending = self.pending, [], 0
+        names: dict[str, int] = {}
+        jsons: list[str] = []
+        contents: list[list[str]] = []
+        chats: list[int] = []
+        hits: list[tuple[int, list[Any]]] = []
+        for chat, samples, conv_hits in convs:
+            if conv_hits:
+                hits.append((len(jsons) if samples else -1, conv_hits))
+            code = names.setdefault(chat, len(names))
+            for encoded, turn_contents in samples:
+                jsons.append(encoded)
+                contents.append(turn_contents)
+                chats.append(code)
+        if not jsons and not hits:
+            return
+        tokens = self.tokens.count([(self.system, c) for c in contents])
+        self.accept_closed(Closed(
+            pa.array(jsons, pa.string()), np.array(chats, dtype=np.int64), list(names),
+            np.array([len(c) for c in contents], dtype=np.int64), np.array(tokens, dtype=np.int64), hits,
+        ))
 
     def accept_closed(self, c: Closed) -> None:
-        """The column path's conversations (see `Closed`): hash, dedup and store their samples.
+        """Closed conversations (see `Closed`), of either path: hash, dedup and store their samples.
         Per sample this is a hash and a dict lookup; the rows go to SQLite in one statement
         (`_INSERT_ROWS`), so its insert loop runs in C with the GIL released (executemany
         takes the GIL back for every row, which the main thread's work then delays)."""
@@ -240,11 +228,9 @@ class _Run:
             return self.feed(_messages(db, import_id), progress, total, done)
         from persona_studio.clean.columnar import ColumnarSessionizer
 
-        self.flush()  # the message path's samples of earlier imports go first
         # Storing a window's samples (hashes, SQLite) runs on the writer thread while the next
         # window is computed; accept_closed is the only code that touches dedup/counters then.
-        cs = ColumnarSessionizer(self.sess, self.blocked, self.redactor, self.cut_non_text, self.skipped,
-                                 self.word_hits, self.redacted, self.pii_dropped, self.tokens, self.system,
+        cs = ColumnarSessionizer(self.sess, self.checks, self.cut_non_text, self.tokens, self.system,
                                  lambda closed: self.writer.submit(self.accept_closed, closed))
         n = done
         for b in read_blocks(db, import_id):
@@ -254,25 +240,6 @@ class _Run:
                 progress(n, total)
         cs.finish(import_id)
         return n - done
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        lens = self.tokens.count([(self.system, contents) for _, contents, _, _ in self.pending])
-        self.lengths.extend(lens)
-        rows = []
-        existing = self.existing
-        new = 0
-        for (h, contents, encoded, chat), n_tok in zip(self.pending, lens, strict=True):
-            new += h not in existing
-            rows.append((
-                self.persona_id, self.run_id, h, self.system, encoded, len(contents), n_tok,
-                dumps({"chat": chat}) if chat else "{}", self.created_at,
-            ))
-        self.samples["new"] += new
-        self.samples["kept"] += len(rows) - new
-        self.db.executemany(_UPSERT, rows)
-        self.pending.clear()
 
 
 def sample_rows(hashes: list[str], jsons: Any, n_turns: Any, tokens: Any, metas: list[str],
@@ -351,7 +318,6 @@ def make_dataset(ws: Any, persona_id: str, progress: Progress | None = None) -> 
                 run.writer.wait()
             finally:
                 run.writer.close()  # before the transaction ends, whichever way it ends
-            run.flush()
             if progress is not None:
                 progress(read, total)
             removed = db.execute(  # nothing can be stale on a persona's first run: skip the scan
@@ -373,10 +339,10 @@ def make_dataset(ws: Any, persona_id: str, progress: Progress | None = None) -> 
                     "skipped": dict(sorted(run.skipped.items())),
                     "kept": read - sum(run.skipped.values()),
                 },
-                "redacted": dict(sorted(run.redacted.items())),
-                "pii_dropped": dict(sorted(run.pii_dropped.items())),
+                "redacted": dict(sorted(run.checks.redacted.items())),
+                "pii_dropped": dict(sorted(run.checks.pii_dropped.items())),
                 "blocked": {"messages": run.skipped["blocked_word"], "hits": len(run.hits),
-                            "words": dict(run.word_hits.most_common())},
+                            "words": dict(run.checks.word_hits.most_common())},
                 "sessionize": dict(sorted(run.sess.counts.items())),
                 "samples": {
                     "total": kept_samples,
