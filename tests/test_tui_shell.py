@@ -5,6 +5,7 @@ from pathlib import Path
 
 from persona_studio.tui.app import create_app
 from persona_studio.tui.widgets.status import StatusLine
+from tests.test_clean_pipeline import add_persona
 from tests.tui_helpers import screen_text, wait_until
 
 STAGES = ["import", "review", "train", "chat", "party", "export"]
@@ -102,16 +103,14 @@ print(sorted(m for m in ("torch", "transformers", "vllm", "chromadb", "peft") if
 async def test_personas_added_meanwhile_appear_when_a_stage_is_revisited(workspace) -> None:
     from textual.widgets import Select
 
-    (workspace.personas_dir / "ann").mkdir()
-    (workspace.personas_dir / "ann" / "persona.jsonc").write_text('{"name": "Ann"}')
+    add_persona(workspace, "ann")
     app = create_app(workspace.root)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("3")
         await wait_until(pilot, lambda: app.current_mode == "train")
         sel = app.screen.query_one("#train-persona", Select)
         assert sel.value == "ann"
-        (workspace.personas_dir / "zed").mkdir()
-        (workspace.personas_dir / "zed" / "persona.jsonc").write_text('{"name": "Zed"}')
+        add_persona(workspace, "zed")
         await pilot.press("2", "3")
         await wait_until(pilot, lambda: app.current_mode == "train")
         assert [v for _, v in sel._options if isinstance(v, str)] == ["ann", "zed"]

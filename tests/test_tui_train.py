@@ -10,6 +10,7 @@ from textual_plotext import PlotextPlot
 
 from persona_studio.tui.app import create_app
 from persona_studio.workspace import Workspace
+from tests.test_clean_pipeline import add_persona
 from tests.tui_helpers import wait_until
 
 
@@ -66,8 +67,7 @@ async def test_train_screen_starts_job_and_plots_loss(tmp_path: Path, tiny_model
 
 async def test_train_screen_reports_refusal(tmp_path: Path) -> None:
     ws = Workspace.init(tmp_path / "ws")
-    (ws.personas_dir / "bob").mkdir()
-    (ws.personas_dir / "bob" / "persona.jsonc").write_text('{"name": "Bob"}')
+    add_persona(ws, "bob")
     app = create_app(ws.root)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("3")
