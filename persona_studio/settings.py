@@ -106,7 +106,10 @@ class TrainSftArgs:
     per_device_train_batch_size: int = _f(2, "Micro-batch size.", min=1)
     gradient_accumulation_steps: int = _f(4, "Micro-batches per optimizer step.", min=1)
     cutoff_len: int = _f(1024, "Token length at which samples are truncated.", min=16)
-    eval_ratio: float = _f(0.05, "Fraction of samples held out for eval loss.", min=0.0, max=0.5)
+    eval_ratio: float = _f(
+        0.05, "0 = no eval loss while training; above 0 it is measured on the held-out set (see eval).",
+        min=0.0, max=0.5,
+    )
     warmup_ratio: float = _f(0.03, "Linear warm-up fraction.", min=0.0, max=0.5)
     lr_scheduler_type: Literal["cosine", "linear", "constant"] = _f("cosine", "Learning-rate schedule.")
     gradient_checkpointing: bool = _f(True, "Trade compute for memory.")
@@ -117,6 +120,37 @@ class TrainSftArgs:
     max_steps: int = _f(-1, "Stop after this many optimizer steps (-1 = use epochs).", min=-1)
     packing: bool = _f(
         False, "Pack several samples into each cutoff_len row (no padding at all); a batch then counts rows."
+    )
+
+
+@dataclass
+class TrainPrefArgs:
+    # Preference training (DPO/ORPO) starts from the persona's current SFT adapter; LoRA shape and
+    # quantization come from that adapter, so only the optimisation is set here.
+    beta: float = _f(0.1, "DPO: strength of the pull toward the reference (higher = stay closer). ORPO: lambda.",
+                     min=0.0, max=10.0)
+    loss_type: Literal["sigmoid", "ipo", "hinge"] = _f(
+        "sigmoid", "DPO loss: sigmoid = the DPO paper's; ipo = IPO; hinge = SLiC. (ORPO has its own.)"
+    )
+    reference: Literal["sft", "base"] = _f(
+        "sft", "DPO reference: sft = the SFT adapter frozen beside the trained copy (one base model, two small"
+        " adapters); base = the base model with the adapter disabled."
+    )
+    min_pairs: int = _f(4, "Refuse a preference run with fewer pairs than this.", min=1)
+    learning_rate: float = _f(5e-5, "Peak learning rate.", min=0.0, max=1.0)
+    num_train_epochs: float = _f(3.0, "Epochs over the pairs.", min=0.01)
+    per_device_train_batch_size: int = _f(2, "Pairs per micro-batch.", min=1)
+    gradient_accumulation_steps: int = _f(2, "Micro-batches per optimizer step.", min=1)
+    cutoff_len: int = _f(1024, "Token length of prompt + reply; longer prompts lose their oldest turns.", min=16)
+    warmup_ratio: float = _f(0.1, "Linear warm-up fraction.", min=0.0, max=0.5)
+    lr_scheduler_type: Literal["cosine", "linear", "constant"] = _f("cosine", "Learning-rate schedule.")
+    gradient_checkpointing: bool = _f(True, "Trade compute for memory.")
+    logging_steps: int = _f(1, "Optimizer steps between metrics lines.", min=1)
+    save_steps: int = _f(50, "Optimizer steps between checkpoints.", min=1)
+    seed: int = _f(42, "Random seed.")
+    max_steps: int = _f(-1, "Stop after this many optimizer steps (-1 = use epochs).", min=-1)
+    sources: list[str] = _f(
+        ["chat_edit", "swipe", "review_edit", "import_dpo", "import_kto"], "Which kinds of pairs train."
     )
 
 
@@ -144,11 +178,17 @@ class VllmArgs:
 @dataclass
 class EngineArgs:
     backend: Literal["vllm", "remote", "transformers"] = _f(
-        "vllm", "vllm = in-process vLLM; remote = OpenAI-compatible server; transformers = peft fallback."
+        "vllm",
+        "vllm = the studio's engine service (vLLM's OpenAI server as a background process, see "
+        "`persona-studio engine`); remote = any OpenAI-compatible server; transformers = in-process peft fallback.",
     )
     base_url: str = _f("http://127.0.0.1:8000/v1", "Remote server URL (backend = remote).")
     api_key_env: str = _f("PERSONA_STUDIO_API_KEY", "Environment variable holding the remote server's key.")
     timeout_s: float = _f(120.0, "Remote request timeout.", min=1)
+    keep_running: bool = _f(
+        True, "vllm: leave the engine service up when the studio exits, so the next start chats at once."
+    )
+    start_timeout_s: float = _f(900.0, "vllm: how long the engine service may take to load the model.", min=10)
 
 
 @dataclass
@@ -171,17 +211,55 @@ class PartyArgs:
     auto_delay_s: float = _f(2.0, "Pause between turns in auto mode.", min=0)
 
 
+EN_PROBES = [
+    "Hi! How was your day?",
+    "What are you doing this weekend?",
+    "Do you want to grab dinner tonight?",
+    "I'm feeling a bit down today.",
+    "What's your favourite food?",
+    "Who are you?",
+]
+ZH_PROBES = [
+    "在干嘛呢？",
+    "今天过得怎么样？",
+    "周末有什么安排吗？",
+    "晚上一起吃饭吗？",
+    "我今天有点不开心。",
+    "你是谁？",
+]
+
+
+@dataclass
+class EvalArgs:
+    heldout_fraction: float = _f(
+        0.05, "Share of a persona's conversations held out from every training run, for eval.", min=0.0, max=0.5
+    )
+    heldout_min: int = _f(
+        10, "Hold out at least this many conversations (never more than a fifth of the samples).", min=0
+    )
+    seed: int = _f(0, "Seed of the held-out rule (a content hash) and of generation in eval.")
+    max_new_tokens: int = _f(64, "Reply length limit for generated eval replies and training samples.", min=1)
+    probes_en: list[str] = _f(EN_PROBES, "Everyday questions every adapter answers (English personas).")
+    probes_zh: list[str] = _f(ZH_PROBES, "Everyday questions every adapter answers (Chinese personas).")
+    sample_every_steps: int = _f(
+        50, "While training, reply to a few probe questions every this many steps (0 = never).", min=0
+    )
+    sample_probes: int = _f(3, "How many probe questions those training samples answer.", min=1, max=20)
+
+
 @dataclass
 class Settings:
     version: str = _f("1", "Schema version of this file.")
     model: ModelArgs = _f(ModelArgs, "The base model every persona adapter is trained on.")
     make_dataset: MakeDatasetArgs = _f(MakeDatasetArgs, "Import and cleaning.")
     train_sft_args: TrainSftArgs = _f(TrainSftArgs, "QLoRA training.")
+    train_pref_args: TrainPrefArgs = _f(TrainPrefArgs, "Preference training (train --method dpo|orpo).")
     infer_args: InferArgs = _f(InferArgs, "Sampling for chat and parties.")
     engine: EngineArgs = _f(EngineArgs, "Which inference backend to use.")
     vllm_args: VllmArgs = _f(VllmArgs, "vLLM engine options.")
     rag_args: RagArgs = _f(RagArgs, "Lore retrieval.")
     party: PartyArgs = _f(PartyArgs, "Tea-party defaults.")
+    eval: EvalArgs = _f(EvalArgs, "Persona fidelity eval: held-out set, probe questions, samples while training.")
 
 
 def defaults() -> Settings:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from persona_studio.errors import UserError
+from persona_studio.eval import heldout
 from persona_studio.train import data as data_mod
 from persona_studio.train import spec as spec_mod
 from persona_studio.train.identity import identity_samples, load_card
@@ -229,7 +230,9 @@ def create_job(ws: Workspace, persona_id: str) -> Path:
     device, n_gpus, dtype = spec_mod.resolve_hardware(ws.settings.model.dtype)
     spec_mod.check_memory(base, t.quantization, dtype, device)
 
-    train, held = data_mod.split_eval(samples, t.eval_ratio, t.seed)
+    # The persona's held-out set (eval/heldout.py) never trains; training's eval loss is measured on it.
+    parts = heldout.split(samples, ws.settings.eval)
+    train, held = parts.train, (parts.held if t.eval_ratio > 0 else [])
     ident = identity_samples(card, t.identity_samples, t.seed)
     rows = [
         {"split": split, "source": src, "messages": data_mod.to_messages(s, card.system_prompt)}
