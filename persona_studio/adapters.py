@@ -70,6 +70,15 @@ class AdapterError(UserError, ValueError):
     """A one-line problem with an adapter directory."""
 
 
+def model_name(persona_id: str, version: str) -> str:
+    """An adapter version's model name on any vLLM server the studio talks to ('alice-v0003').
+
+    The version is in the name because vLLM treats one name as one adapter: a retrained
+    version must be a new name to be loaded fresh (hot swap without a restart).
+    """
+    return f"{persona_id}-{version}"
+
+
 def read_config(path: Path) -> dict:
     """adapter_config.json of the adapter in `path`, after checking the directory is a LoRA adapter."""
     if not path.is_dir():

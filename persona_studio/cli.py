@@ -23,10 +23,12 @@ COMMAND_MODULES = [
     "persona_studio.commands.data",
     "persona_studio.commands.train",
     "persona_studio.commands.chat",
+    "persona_studio.commands.engine",
     "persona_studio.commands.lore",
     "persona_studio.commands.persona",
     "persona_studio.commands.review",
     "persona_studio.commands.export",
+    "persona_studio.commands.eval",
 ]
 
 Handler = Callable[[argparse.Namespace, Any], int]

@@ -1,6 +1,7 @@
 """`chat` (one-shot reply from one persona) and `party` (a headless tea party).
 
-Both use the same path as the TUI: make_engine(ws) → Conversation → ChatTree in the store.
+Both use the same path as the TUI: make_engine(ws) → Conversation → ChatTree in the store; on
+the vllm backend that is the engine service (commands/engine.py `command_engine`).
 A failure mid-party keeps every turn already said (in the store and in the printed
 transcript) and exits 2 with one line.
 """
@@ -8,12 +9,14 @@ transcript) and exits 2 with one line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import sys
 from typing import Any
 
 from persona_studio.chat.party import STRATEGIES
+from persona_studio.commands.engine import add_keep_engine_arg, command_engine
 from persona_studio.errors import UserError
 from persona_studio.workspace import Workspace
 
@@ -42,15 +45,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def _sampling_args(p: argparse.ArgumentParser) -> None:
+    add_keep_engine_arg(p)
     p.add_argument("--seed", type=int, default=None, help="random seed (speaker choice and sampling)")
     p.add_argument("--temperature", type=float, default=None, help="override infer_args.temperature")
     p.add_argument("--max-new-tokens", type=int, default=None, help="override infer_args.max_new_tokens")
-
-
-def _progress(msg: str, frac: float | None) -> None:
-    if sys.stderr.isatty():
-        pct = f" {frac * 100:3.0f}%" if frac is not None else ""
-        print(f"\r\033[K{msg}{pct}", end="\n" if frac == 1.0 else "", file=sys.stderr, flush=True)
 
 
 def _sampling(ws: Workspace, args: argparse.Namespace) -> Any:
@@ -66,14 +64,6 @@ def _sampling(ws: Workspace, args: argparse.Namespace) -> Any:
     return s
 
 
-def _start(ws: Workspace) -> Any:
-    from persona_studio.engine import make_engine
-
-    engine = make_engine(ws)
-    engine.start(_progress)
-    return engine
-
-
 def run_chat(args: argparse.Namespace, ws: Workspace) -> int:
     from persona_studio.chat.session import Conversation
     from persona_studio.chat.tree import ChatError, ChatTree
@@ -81,13 +71,14 @@ def run_chat(args: argparse.Namespace, ws: Workspace) -> int:
 
     load_persona(ws, args.persona)  # a bad id fails before the engine's long start
     store = ws.store()
+    stack = contextlib.ExitStack()
     tree = ChatTree(store)
     if args.chat is not None:
         chat = tree.chat(args.chat)
         if args.persona not in chat.personas:
             raise ChatError(f"chat {args.chat}: {args.persona!r} is not in it ({', '.join(chat.personas)})")
-    engine = _start(ws)
     try:
+        engine = stack.enter_context(command_engine(ws, args))
         kw = {"user_name": args.user_name, "sampling": _sampling(ws, args)}
         if args.chat is not None:
             conv = Conversation(ws, engine, tree, args.chat, **kw)
@@ -97,7 +88,7 @@ def run_chat(args: argparse.Namespace, ws: Workspace) -> int:
         live = not args.json and sys.stdout.isatty()
         r = conv.reply(args.persona, on_delta=(lambda _p, d: print(d, end="", flush=True)) if live else None)
     finally:
-        engine.close()
+        stack.close()
         store.close()
     if args.json:
         print(json.dumps({"chat_id": conv.chat_id, **r.as_json()}, ensure_ascii=False))
@@ -128,12 +119,13 @@ def run_party(args: argparse.Namespace, ws: Workspace) -> int:
         raise UserError("--strategy manual: nobody speaks on their own; name speakers with --force ID")
     store = ws.store()
     tree = ChatTree(store)
-    engine = _start(ws)
+    stack = contextlib.ExitStack()
     live = not args.json and sys.stdout.isatty()
     results: list[TurnResult] = []
     conv: Conversation | None = None
     error: UserError | None = None
     try:
+        engine = stack.enter_context(command_engine(ws, args))
         conv = Conversation.create(
             ws, engine, tree, ids, kind="party", title=args.topic[:40] or "tea party",
             settings={"strategy": strategy, "scenario": args.scenario}, user_name=args.user_name,
@@ -165,7 +157,7 @@ def run_party(args: argparse.Namespace, ws: Workspace) -> int:
     except UserError as exc:
         error = exc  # keep what was said; report below
     finally:
-        engine.close()
+        stack.close()
         store.close()
     if args.json:
         out: dict[str, Any] = {

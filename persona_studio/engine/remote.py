@@ -2,8 +2,10 @@
 
 Personas are addressed as model names. An adapter the server doesn't list yet is loaded at
 run time through `POST /v1/load_lora_adapter` (vLLM allows it only with
-VLLM_ALLOW_RUNTIME_LORA_UPDATING=true); the name carries the version directory, so a
-retrained adapter is a new model name and the server loads it fresh. The adapter path must
+VLLM_ALLOW_RUNTIME_LORA_UPDATING=true) under `adapters.model_name` ('alice-v0003'), the name
+`persona-studio serve` uses too; the name carries the version, so a retrained adapter is a new
+model name and the server loads it fresh. An adapter the server already serves under another
+name is found by its path. The adapter path must
 be readable by the server (same machine or shared storage).
 """
 
@@ -14,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from persona_studio import adapters
 from persona_studio.engine.base import (
     EngineError,
     GenRequest,
@@ -35,6 +38,8 @@ class RemoteEngine:
         self.max_lora_rank = max_lora_rank
         self.base_model: str | None = None
         self.models: set[str] = set()
+        self._by_path: dict[str, str] = {}
+        self.max_model_len: int | None = None  # the server's context, once connected
         self._client: Any = None
         self._streams: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -56,13 +61,18 @@ class RemoteEngine:
 
     def _refresh_models(self) -> list[dict]:
         r = self._http("GET", "/models")
+        if r.status_code == 401:
+            raise EngineError(f"engine.base_url {self.base_url}: the server refused the API key (HTTP 401)")
         if r.status_code != 200:
             raise EngineError(f"engine.base_url {self.base_url}: GET /models answered HTTP {r.status_code}")
         try:
             data = r.json()["data"]
+            self.models = {m["id"] for m in data}
         except (ValueError, KeyError, TypeError):
             raise EngineError(f"engine.base_url {self.base_url}: /models is not an OpenAI-compatible listing") from None
-        self.models = {m["id"] for m in data}
+        # An adapter served under another name (e.g. `vllm serve --lora-modules alice=PATH`) is
+        # found by its path, so it is used instead of being loaded a second time.
+        self._by_path = {str(m.get("root")): m["id"] for m in data if m.get("parent") and m.get("root")}
         return data
 
     def start(self, progress: Progress | None = None) -> None:
@@ -70,10 +80,13 @@ class RemoteEngine:
         progress(f"connecting to {self.base_url}", 0.1)
         data = self._refresh_models()
         # The base model is the one entry that is not an adapter (vLLM sets `parent` on LoRAs).
-        bases = [m["id"] for m in data if not m.get("parent")]
+        bases = [m for m in data if not m.get("parent")]
         if not bases:
             raise EngineError(f"engine.base_url {self.base_url}: the server lists no base model")
-        self.base_model = bases[0]
+        self.base_model = bases[0]["id"]
+        ctx = bases[0].get("max_model_len")
+        if isinstance(ctx, int) and ctx > 0:
+            self.max_model_len = ctx
         from openai import OpenAI
 
         self._client = OpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout_s, max_retries=0)
@@ -85,8 +98,9 @@ class RemoteEngine:
             self._client = None
 
     def count_tokens(self, text: str) -> int:
-        # No tokenizer locally: /tokenize is vLLM-specific, so estimate (about 4 chars a token).
-        r = self._http("POST", "/tokenize", root=True, json={"model": self.base_model, "prompt": text})
+        # vLLM's /tokenize (not part of the OpenAI API); other servers: about 4 characters a token.
+        r = self._http("POST", "/tokenize", root=True,
+                       json={"model": self.base_model, "prompt": text, "add_special_tokens": False})
         if r.status_code == 200:
             try:
                 return int(r.json()["count"])
@@ -100,13 +114,18 @@ class RemoteEngine:
             return self.base_model
         path = adapter.resolve()
         check_servable(path, self.max_lora_rank)
-        name = f"{persona_id}-{path.name}"
+        name = adapters.model_name(persona_id, path.name)
         if name in self.models:
             return name
+        if str(path) in self._by_path:
+            return self._by_path[str(path)]
         with self._lock:
             r = self._http("POST", "/load_lora_adapter", json={"lora_name": name, "lora_path": str(path)})
             if r.status_code == 200:
                 self.models.add(name)
+                return name
+            if r.status_code == 400 and "already been loaded" in r.text:
+                self.models.add(name)  # another client of the same server loaded it first
                 return name
             if r.status_code == 404:
                 raise EngineError(

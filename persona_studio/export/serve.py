@@ -1,7 +1,8 @@
 """Build the `vllm serve` command that serves the base model with every persona's adapter.
 
-Each persona becomes a LoRA module named after its id, so OpenAI clients ask for
-`model="<persona id>"`. vLLM checks adapters only when a request first uses one, so a bad
+Each persona's current adapter is served twice: as `<id>-<version>` (e.g. `alice-v0003`, the
+name the studio's remote backend and engine service use, so a retrained version is a new
+name) and as the bare `<id>`, a stable name for other OpenAI clients. vLLM checks adapters only when a request first uses one, so a bad
 adapter would surface as a failed request minutes later; we refuse what vLLM would refuse
 (modules_to_save, added tokens, embedding weights, DoRA, bias) up front, with one line.
 """
@@ -108,8 +109,29 @@ def plan_serve(
         plan.served.append({"persona": pid, "version": version, "path": str(path), "rank": rank})
 
     argv = ["vllm", "serve", base, "--host", host or default_host, "--port", str(port or default_port)]
+    argv += engine_args(ws)
+    if plan.served:
+        # Each adapter under its versioned name (what the studio's remote backend asks for) and
+        # under the bare persona id (a stable name for other OpenAI clients).
+        argv += ["--enable-lora", "--lora-modules"]
+        for a in plan.served:
+            argv += [_lora_module(adapters.model_name(a["persona"], a["version"]), a["path"]),
+                     _lora_module(a["persona"], a["path"])]
+        argv += _lora_limits(ws, plan.served)
+    argv += list(extra)
+    plan.argv = argv
+    if allow_runtime_lora:
+        plan.env[RUNTIME_LORA_ENV] = "true"
+    return plan
+
+
+def engine_args(ws: Workspace) -> list[str]:
+    """vLLM server flags from settings.jsonc, shared by `serve` and the studio's engine service."""
+    from persona_studio.engine import context_len
+
+    s = ws.settings
     v = s.vllm_args
-    argv += ["--dtype", s.model.dtype, "--max-model-len", str(v.max_model_len)]
+    argv = ["--dtype", s.model.dtype, "--max-model-len", str(context_len(ws))]
     argv += ["--gpu-memory-utilization", str(v.gpu_memory_utilization)]
     if v.tensor_parallel_size > 1:
         argv += ["--tensor-parallel-size", str(v.tensor_parallel_size)]
@@ -117,15 +139,7 @@ def plan_serve(
         argv.append("--enforce-eager")
     if s.model.trust_remote_code:
         argv.append("--trust-remote-code")
-    if plan.served:
-        argv += ["--enable-lora", "--lora-modules"]
-        argv += [_lora_module(a["persona"], a["path"]) for a in plan.served]
-        argv += _lora_limits(ws, plan.served)
-    argv += list(extra)
-    plan.argv = argv
-    if allow_runtime_lora:
-        plan.env[RUNTIME_LORA_ENV] = "true"
-    return plan
+    return argv
 
 
 def _lora_module(name: str, path: str) -> str:
@@ -152,7 +166,7 @@ def _lora_limits(ws: Workspace, served: list[dict]) -> list[str]:
             )
         need = v.max_lora_rank
     max_loras = v.max_loras or len(served)
-    max_cpu = v.max_cpu_loras or max(max_loras, len(served))
+    max_cpu = v.max_cpu_loras or max(max_loras, 2 * len(served))  # two names per adapter
     if max_cpu < max_loras:
         raise ExportError(
             f"{ws.settings_path}: vllm_args.max_cpu_loras: {max_cpu} must be >= max_loras ({max_loras})"
