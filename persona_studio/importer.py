@@ -55,6 +55,16 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+# Exports write names with no-break or narrow spaces and direction marks that nobody types.
+_SPACES = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2007": " ", "\u3000": " "})
+_MARKS = "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff"
+
+
+def fold_name(name: str) -> str:
+    """A speaker name as compared with what the user typed for --me."""
+    return " ".join(name.translate(_SPACES).strip(_MARKS).split()).casefold()
+
+
 def closest_speakers(me: str, counts: Counter[str], n: int = 5) -> str:
     names = [s for s, _ in counts.most_common()]
     close = difflib.get_close_matches(me, names, n=n, cutoff=0.4)
@@ -172,7 +182,7 @@ class _Feed:
 
     def __init__(self, me: str | None, progress: Progress | None, offset: int):
         self.me = me
-        self.me_fold = me.casefold() if me else None
+        self.me_fold = fold_name(me) if me else None
         self.progress = progress
         self.offset = offset
         self.speakers: Counter[str] = Counter()
@@ -200,7 +210,7 @@ class _Feed:
         me, fold = self.me, self.me_fold
         speaker, speakers = codes(batch.column("speaker"))
         speaker_id, ids = codes(batch.column("speaker_id"))
-        by_speaker = np.array([s == me or s.casefold() == fold for s in speakers], dtype=bool)
+        by_speaker = np.array([s == me or fold_name(s) == fold for s in speakers], dtype=bool)
         by_id = np.array([i != "" and i == me for i in ids], dtype=bool)
         return (by_speaker[speaker] | by_id[speaker_id]).astype(np.uint8)
 

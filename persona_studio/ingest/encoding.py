@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import codecs
 import io
-from pathlib import Path
+import zipfile
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO, TextIO
 
 from persona_studio.ingest.base import ImportError_
@@ -30,6 +31,49 @@ _OK_CONTROLS = set("\t\n\r\x0c\x1b")
 
 def _binary(path: Path) -> ImportError_:
     return ImportError_(f"{path}: binary file, not a chat export")
+
+
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _zip_member(path: Path, zf: zipfile.ZipFile) -> zipfile.ZipInfo:
+    """The chat text inside a ZIP export (WhatsApp's "Export chat" with or without media):
+    `_chat.txt` (iOS), `WhatsApp Chat with NAME.txt` (Android, in the phone's language), else
+    the archive's only .txt. Names with `..` or an absolute path are refused, never opened."""
+    texts = [i for i in zf.infolist() if not i.is_dir() and i.filename.lower().endswith(".txt")]
+    for info in texts:
+        name = info.filename.replace("\\", "/")
+        if name.startswith("/") or ".." in PurePosixPath(name).parts or (len(name) > 1 and name[1] == ":"):
+            raise ImportError_(f"{path}: ZIP entry {info.filename!r} has an unsafe path (refused)")
+    base = {i.filename: PurePosixPath(i.filename.replace("\\", "/")).name for i in texts}
+    picks = ([i for i in texts if base[i.filename] == "_chat.txt"]
+             or [i for i in texts if "whatsapp" in base[i.filename].lower()]
+             or (texts if len(texts) == 1 else []))
+    if not picks:
+        found = f"{len(texts)} .txt files, none named _chat.txt or 'WhatsApp Chat …'" if texts else "no .txt file"
+        raise ImportError_(f"{path}: ZIP archive without a chat text inside ({found})")
+    return picks[0]
+
+
+def is_zip(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == ZIP_MAGIC
+    except OSError:
+        return False
+
+
+def open_raw(path: Path) -> BinaryIO:
+    """The file's bytes; for a ZIP export, the chat text's bytes, streamed out of the archive
+    (nothing is extracted to disk)."""
+    if not is_zip(path):
+        return open(path, "rb")
+    try:
+        # Closing the ZipFile here is fine: the member stream keeps the file open until it closes.
+        with zipfile.ZipFile(path) as zf:
+            return zf.open(_zip_member(path, zf))  # type: ignore[return-value]
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError) as exc:
+        raise ImportError_(f"{path}: unreadable ZIP archive ({exc})") from None
 
 
 def _utf16_guess(head: bytes) -> str | None:
@@ -96,15 +140,15 @@ def sniff(path: Path, text_chars: int = 16384) -> tuple[str, str]:
     """(encoding, the first `text_chars` characters of the file decoded). Raises ImportError_
     for a missing, empty or binary file."""
     try:
-        with open(path, "rb") as f:
+        with open_raw(path) as f:
             first = f.read(CHUNK)
             encoding = _guess(path, first, f)
     except FileNotFoundError:
         raise ImportError_(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ImportError_(f"{path}: is a directory, not a chat export") from None
-    except OSError as exc:
-        raise ImportError_(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise ImportError_(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
     text = codecs.getincrementaldecoder(encoding)("replace").decode(first)[:text_chars]
     if not text.strip().lstrip("\ufeff").strip():
         raise ImportError_(f"{path}: empty file")
@@ -117,7 +161,7 @@ def sniff(path: Path, text_chars: int = 16384) -> tuple[str, str]:
 def open_text(path: Path, encoding: str) -> TextIO:
     """A text stream over the file. Undecodable bytes further in (past the sniffed prefix)
     become U+FFFD rather than killing a long import near its end."""
-    return open(path, encoding=encoding, errors="replace", newline="")
+    return io.TextIOWrapper(open_raw(path), encoding=encoding, errors="replace", newline="")
 
 
 class _Utf8Reader(io.RawIOBase):
@@ -149,7 +193,7 @@ class _Utf8Reader(io.RawIOBase):
 def open_utf8_bytes(path: Path, encoding: str) -> BinaryIO:
     """A byte stream of the file as UTF-8 without a BOM, whatever it was written in."""
     if encoding in ("utf-8", "utf-8-sig"):
-        f = open(path, "rb")
+        f = open_raw(path)
         if encoding == "utf-8-sig":
             f.read(len(codecs.BOM_UTF8))
         return f

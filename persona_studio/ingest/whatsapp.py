@@ -13,19 +13,29 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+from persona_studio.ingest import whatsapp_locale as L
 from persona_studio.ingest.base import Kind, Message
 from persona_studio.ingest.common import ReadStats, wall_ts, where
 from persona_studio.ingest.encoding import open_text
 
 NAME = "whatsapp"
 
-_MARKS = "\u200e\u200f\u202a\u202c\u2068\u2069\ufeff"
+# Direction and formatting marks: RTL exports put U+200F around every date part, iOS puts
+# U+200E before notices, U+202A/U+202C wrap phone numbers.
+_MARKS = "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff"
+_M = "[\u200e\u200f\u202a-\u202e\u2066-\u2069]*"
+_SP = "[ \u00a0\u202f]"
+# AM/PM: "PM", "p. m.", "p.m."; 上午/下午 (zh), 午前/午後 (ja), 오전/오후 (ko), ص/م (ar). `\d`
+# matches Arabic-Indic digits too, and int() reads them.
+_AP = r"(?:[AaPp]\.?" + _SP + r"?[Mm]\.?|上午|下午|午前|午後|오전|오후|ص|م)"
 _LINE = re.compile(
-    r"^[\u200e\u200f\ufeff]?(?P<br>\[)?(?P<a>\d{1,4})(?P<sep>[/.\-])(?P<b>\d{1,2})[/.\-](?P<c>\d{1,4}),?[ \u00a0]"
-    r"(?P<h>\d{1,2})[:.](?P<mi>\d{2})(?:[:.](?P<s>\d{2}))?"
-    r"(?:[ \u202f\u00a0]?(?P<ap>[AaPp])\.?[ \u202f\u00a0]?[Mm]\.?)?"
-    r"(?(br)\][ \u00a0]|[ \u00a0][-\u2013][ \u00a0])(?P<body>.*)$"
+    rf"^\ufeff?{_M}(?P<br>\[)?{_M}(?P<a>\d{{1,4}}){_M}(?P<sep>[/.\-]){_M}(?P<b>\d{{1,2}}){_M}[/.\-]{_M}"
+    rf"(?P<c>\d{{1,4}}){_M}\.?[,،]?{_M}{_SP}+{_M}(?:(?P<ap1>{_AP}){_SP}?)?"
+    rf"(?P<h>\d{{1,2}})[:.](?P<mi>\d{{2}})(?:[:.](?P<s>\d{{2}}))?(?:{_SP}?(?P<ap>{_AP}))?{_M}"
+    # after the clock: "] " (iOS), " - " (Android) or ": " (old iOS without brackets)
+    rf"(?(br)\]{_SP}|(?:{_SP}[-\u2013]{_SP}|:{_SP}))(?P<body>.*)$"
 )
 _SPEAKER = re.compile(r"^([^:]{1,80}?): (.*)$", re.S)
 # System events are written without a "Name:" prefix, but their text may hold ": " itself
@@ -34,25 +44,7 @@ _EVENT = re.compile(
     r" (?:changed|added|removed|left|joined|created|deleted|pinned|started|turned|updated|reset|"
     r"invited|set|was added|was removed)( |$)|[\"\u201c]"
 )
-_EDITED = re.compile(r"\s*\u200e?<This message was edited>$")
-_RECALL = {"This message was deleted", "This message was deleted.", "You deleted this message",
-           "You deleted this message."}
-_OMITTED: dict[str, Kind] = {
-    "<Media omitted>": "file",
-    "image omitted": "image",
-    "video omitted": "video",
-    "audio omitted": "voice",
-    "sticker omitted": "sticker",
-    "GIF omitted": "sticker",
-    "document omitted": "file",
-    "Contact card omitted": "other",
-}
-# Attachment file names WhatsApp writes: IMG-20231231-WA0001.jpg (Android), 00000012-PHOTO-….jpg (iOS).
-_ATTACHED = re.compile(r"^(?:<attached: (?P<ios>[^>]+)>|(?P<android>\S+\.\w+) \(file attached\))")
-_FILE_KINDS: tuple[tuple[str, Kind], ...] = (
-    ("PHOTO", "image"), ("IMG", "image"), ("VIDEO", "video"), ("VID", "video"), ("AUDIO", "voice"),
-    ("PTT", "voice"), ("AUD", "voice"), ("STICKER", "sticker"), ("STK", "sticker"),
-)
+_PM = {"下午", "午後", "오후", "م"}
 
 
 def sniff(head: str) -> bool:
@@ -81,24 +73,47 @@ def _day_first(path: Path, encoding: str) -> bool:
     return bool(default)
 
 
-def _classify(text: str) -> tuple[Kind, str]:
-    marked = text.startswith("\u200e")
-    body = text.lstrip(_MARKS)
-    first = body.split("\n", 1)[0].strip()
-    if first in _OMITTED:
-        return _OMITTED[first], body
-    if first in _RECALL:
-        return "recall", body
-    m = _ATTACHED.match(first)
+def _placeholder(first: str, raw_first: str) -> Kind | None:
+    """The media kind when the first line is a media placeholder, else None."""
+    kind = L.OMITTED.get(first)
+    if kind is not None:
+        return kind
+    if first.endswith(L.DOCUMENT_ENDINGS):
+        return "file"
+    m = L.ATTACHED_IOS.match(raw_first) or L.ATTACHED_ANDROID.match(raw_first)
     if m:
-        name = (m["ios"] or m["android"] or "").upper()
-        for token, kind in _FILE_KINDS:
-            if token in name:
-                return kind, body
-        return "file", body
-    if marked:
-        return "system", body
-    return "text", text
+        name = m["name"].upper()
+        return next((k for token, k in L.FILE_KINDS if token in name), "file")
+    if L.LOCATION.match(raw_first):
+        return "other"
+    return None
+
+
+def _classify(text: str) -> tuple[Kind, str, dict[str, Any]]:
+    """(kind, text, meta) of a message body. Leading invisible marks are stripped and never
+    decide the kind; the words do. meta["notice"]: a chat-wide notice that iOS writes under the
+    group's name (encryption notice, group events), so that name is no speaker."""
+    marked = text[:1] in _MARKS
+    body = text.lstrip(_MARKS)
+    raw_first = body.split("\n", 1)[0].strip(_MARKS + " \t")
+    first = raw_first.rstrip(".。").casefold()
+    kind = _placeholder(first, raw_first)
+    if kind is not None:
+        caption = body.split("\n", 1)[1].strip(_MARKS + " \n") if "\n" in body else ""
+        if caption:  # a photo's caption is speech: keep it, note what it captioned
+            return "text", caption, {"media": kind}
+        return kind, body, {}
+    if first in L.RECALL:
+        return "recall", body, {}
+    if first.startswith(L.MISSED_CALL) and len(first) < 80:
+        return "system", body, {}
+    if first.startswith(L.OTHER_SYSTEM):
+        return "system", body, {}
+    if L.E2E.search(body) and L.WHATSAPP.search(body) and len(body) < 400:
+        return "system", body, {"notice": True}
+    if marked and L.EVENT.search(body) and "\n" not in body and len(body) < 200:
+        return "system", body, {"notice": True}  # an iOS group event under the group's name
+    return "text", body, {}
 
 
 class _Parser:
@@ -114,11 +129,15 @@ class _Parser:
         else:
             year = c + 2000 if c < 100 else c
             day, month = (a, b) if self.day_first else (b, a)
+        if year >= 2400:  # Thai exports count years in the Buddhist era (2566 = 2023)
+            year -= 543
         hour = int(m["h"])
-        if m["ap"]:
-            if not 1 <= hour <= 12:
+        ap = m["ap"] or m["ap1"]
+        if ap:
+            # 12-hour clocks; some exports write midnight as "00:04 AM"
+            if not 0 <= hour <= 12:
                 raise ValueError("bad 12-hour time")
-            hour = hour % 12 + (12 if m["ap"] in "Pp" else 0)
+            hour = hour % 12 + (12 if ap[0] in "Pp" or ap in _PM else 0)
         return wall_ts(year, month, day, hour, int(m["mi"]), int(m["s"] or 0))
 
     def message(self, ts: float, body: str, lines: list[str]) -> Message:
@@ -130,14 +149,16 @@ class _Parser:
         if speaker not in self.seen:
             if _EVENT.search(speaker):
                 return Message(ts=ts, speaker="", text=text.strip(_MARKS), kind="system")
-            self.seen.add(speaker)
         text = m[2]
-        meta: dict[str, object] = {}
-        edited = _EDITED.search(text)
+        edited = L.EDITED.search(text)
         if edited:
             text = text[: edited.start()]
+        kind, text, meta = _classify(text)
+        if meta.pop("notice", False):
+            return Message(ts=ts, speaker="", text=text, kind="system")
+        self.seen.add(speaker)
+        if edited:
             meta["edited"] = True
-        kind, text = _classify(text)
         return Message(ts=ts, speaker=speaker, text=text, kind=kind, speaker_id=speaker, meta=meta)
 
 
