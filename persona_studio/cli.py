@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "persona_studio.commands.lore",
     "persona_studio.commands.persona",
     "persona_studio.commands.review",
+    "persona_studio.commands.prefs",
     "persona_studio.commands.export",
     "persona_studio.commands.eval",
 ]

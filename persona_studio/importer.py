@@ -95,14 +95,15 @@ def import_files(
         with paused_gc(), store.tx() as db:
             done = 0
             for path, sha in files:
-                res = import_one(db, persona_id, path, sha, me, fmt, progress, done)
+                res = import_one(db, persona_id, path, sha, me, fmt, progress, done,
+                                 pii=ws.settings.make_dataset.pii)
                 done += res.get("read", 0)
                 results.append(res)
     finally:
         store.close()
     total = Counter()
     for r in results:
-        for k in ("read", "stored", "bad", "me_messages"):
+        for k in ("read", "stored", "bad", "me_messages", "pairs"):
             total[k] += r.get(k, 0)
     return {
         "persona": persona_id,
@@ -122,13 +123,20 @@ def import_one(
     fmt: str = "auto",
     progress: Progress | None = None,
     offset: int = 0,
+    pii: Any = None,
 ) -> dict[str, Any]:
-    """Stream one file into an open transaction `db`."""
+    """Stream one file into an open transaction `db`. A DPO/KTO dataset stores preference pairs
+    (redacted by `pii`, make_dataset.pii) instead of messages."""
     row = db.execute(
         "SELECT id, format FROM imports WHERE persona_id = ? AND sha256 = ?", (persona_id, sha)
     ).fetchone()
     if row is not None:
         return {"path": str(path), "status": "unchanged", "import_id": row[0], "format": row[1]}
+    from persona_studio.prefs import imports as pref_imports
+
+    pref_fmt = pref_imports.preference_format(path, fmt)
+    if pref_fmt is not None:
+        return pref_imports.import_into(db, persona_id, path, sha, pref_fmt, pii)
     from persona_studio import ingest
 
     stats = ingest.ReadStats()

@@ -158,7 +158,9 @@ def validate_turns(turns: Any) -> list[dict[str, str]]:
     return out
 
 
-def edit_sample(store: Store, sample_id: int, turns: list[dict[str, Any]]) -> None:
+def edit_sample(store: Store, sample_id: int, turns: list[dict[str, Any]], pii: Any = None) -> None:
+    """Replace a sample's turns. An edited persona turn also becomes a preference pair (the
+    original as rejected), redacted by `pii` (make_dataset.pii; None = the default rules)."""
     turns = validate_turns(turns)
     with store.tx() as db:
         row = db.execute("SELECT turns FROM samples WHERE id = ?", (sample_id,)).fetchone()
@@ -174,9 +176,12 @@ def edit_sample(store: Store, sample_id: int, turns: list[dict[str, Any]]) -> No
             (sample_id, json.dumps({"turns": json.loads(row["turns"])}, ensure_ascii=False),
              json.dumps({"turns": turns}, ensure_ascii=False)),
         )
+        from persona_studio.prefs.store import sync_review_pairs
+
+        sync_review_pairs(db, sample_id, pii)
 
 
-def undo(store: Store, persona_id: str) -> dict[str, Any] | None:
+def undo(store: Store, persona_id: str, pii: Any = None) -> dict[str, Any] | None:
     """Undo the persona's most recent review action; returns what was undone, or None."""
     with store.tx() as db:
         row = db.execute(
@@ -193,6 +198,10 @@ def undo(store: Store, persona_id: str) -> dict[str, Any] | None:
             db.execute("UPDATE samples SET turns = ?, n_turns = ?, n_tokens = NULL WHERE id = ?",
                        (json.dumps(before["turns"], ensure_ascii=False), len(before["turns"]), row["sample_id"]))
         db.execute("UPDATE edits SET undone = 1 WHERE id = ?", (row["id"],))
+        if "turns" in before:  # the sample's review pairs follow its text
+            from persona_studio.prefs.store import sync_review_pairs
+
+            sync_review_pairs(db, row["sample_id"], pii)
     return {"edit_id": row["id"], "sample_id": row["sample_id"], "action": row["action"]}
 
 

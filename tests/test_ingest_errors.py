@@ -104,7 +104,7 @@ def test_explicit_format_that_does_not_match(tmp_path: Path) -> None:
     assert fail(path, "telegram") == f"{path}: not a telegram file (it looks like whatsapp)"
     assert fail(DATA / "notes_unknown.txt", "qq").endswith("(its content matches no known format)")
     assert fail(path, "skype") == f"{path}: unknown format name 'skype' (choose from auto, wechat, " \
-        "telegram, whatsapp, qq, discord, openai, sharegpt, alpaca, chatglm, sillytavern)"
+        "telegram, whatsapp, qq, discord, openai, sharegpt, alpaca, chatglm, sillytavern, dpo, kto)"
 
 
 def test_errors_raise_at_call_time_not_first_iteration() -> None:

@@ -25,7 +25,7 @@ def load(name: str, fmt: str = "auto") -> tuple[list, ReadStats]:
 
 def test_formats_tuple_is_the_contract() -> None:
     assert FORMATS == ("wechat", "telegram", "whatsapp", "qq", "discord",
-                       "openai", "sharegpt", "alpaca", "chatglm", "sillytavern")
+                       "openai", "sharegpt", "alpaca", "chatglm", "sillytavern", "dpo", "kto")
 
 
 @pytest.mark.parametrize(("name", "fmt"), [

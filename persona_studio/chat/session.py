@@ -90,6 +90,8 @@ class Conversation:
         from persona_studio.persona.card import load_persona
 
         self.ws, self.engine, self.tree, self.chat_id = ws, engine, tree, chat_id
+        if tree.pii is None:  # preference pairs recorded through this tree follow the workspace's PII rules
+            tree.pii = ws.settings.make_dataset.pii
         self.chat = tree.chat(chat_id)
         self.personas = {pid: load_persona(ws, pid) for pid in self.chat.personas}
         self.user_name = user_name

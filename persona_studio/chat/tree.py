@@ -64,8 +64,11 @@ def _dumps(v: Any) -> str:
 
 
 class ChatTree:
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, pii: Any = None):
         self.store = store
+        # make_dataset.pii of the workspace: preference pairs recorded here are redacted by it
+        # (None = the default rules; a Conversation sets its workspace's).
+        self.pii = pii
 
     # -- chats -------------------------------------------------------------------------------
     def create_chat(
@@ -153,9 +156,12 @@ class ChatTree:
         if role not in ("system", "user", "assistant"):
             raise ChatError(f"message role {role!r}: expected system, user or assistant")
         parent = self.chat(chat_id).head_id if parent_id == "head" else parent_id
-        if parent is not None and self.message(int(parent)).chat_id != chat_id:
+        parent_msg = self.message(int(parent)) if parent is not None else None
+        if parent_msg is not None and parent_msg.chat_id != chat_id:
             raise ChatError(f"message {parent}: belongs to another chat than {chat_id}")
         with self.store.tx() as db:
+            if parent_msg is not None:
+                self._record_swipe_choice(db, parent_msg)
             cur = db.execute(
                 """INSERT INTO chat_messages (chat_id, parent_id, role, speaker, content, adapter, n_tokens, meta)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
@@ -197,10 +203,6 @@ class ChatTree:
             return m
         meta = dict(m.meta)
         meta.setdefault("original", m.content)
-        prompt = [
-            {"role": p.role, "speaker": p.speaker, "content": p.content}
-            for p in self.path(m.chat_id, m.parent_id)
-        ] if m.parent_id is not None else []
         persona = meta.get("persona_id") or m.speaker
         with self.store.tx() as db:
             db.execute(
@@ -208,12 +210,29 @@ class ChatTree:
                 (content, n_tokens, _dumps(meta), msg_id),
             )
             if m.role == "assistant":
-                db.execute(
-                    """INSERT INTO preferences (persona_id, prompt, rejected, chosen, chat_message_id)
-                       VALUES (?, ?, ?, ?, ?)""",
-                    (persona, _dumps(prompt), m.content, content, msg_id),
+                # The model's original reply (kept in meta) against the latest edit, one pair per reply.
+                from persona_studio.prefs import store as prefs
+
+                path = self.path(m.chat_id, m.parent_id) if m.parent_id is not None else []
+                prefs.record_chat_edit(
+                    db, persona_id=persona, message_id=msg_id, prompt=prefs.chat_prompt(path, persona),
+                    original=meta["original"], edited=content, pii=self.pii, meta={"chat_id": m.chat_id},
                 )
         return self.message(msg_id)
+
+    def _record_swipe_choice(self, db: Any, kept: Msg) -> None:
+        """Continuing from a persona reply that has swipes: the kept one is preferred to the others."""
+        if kept.role != "assistant":
+            return
+        swipes = [s for s in self.children(kept.chat_id, kept.parent_id) if s.role == "assistant"
+                  and s.speaker == kept.speaker and s.id != kept.id]
+        if not swipes:
+            return
+        from persona_studio.prefs import store as prefs
+
+        path = self.path(kept.chat_id, kept.parent_id) if kept.parent_id is not None else []
+        prefs.record_swipe_choice(db, persona_id=kept.speaker, kept=kept, passed=swipes,
+                                  prompt=prefs.chat_prompt(path, kept.speaker), pii=self.pii)
 
     def delete(self, msg_id: int) -> int | None:
         """Delete a message and everything below it; returns the new head id.
@@ -258,7 +277,7 @@ class ChatTree:
         return self.chat(new_id)
 
     def preferences(self, persona_id: str | None = None) -> list[dict]:
-        sql, params = "SELECT * FROM preferences", ()
-        if persona_id is not None:
-            sql, params = sql + " WHERE persona_id = ?", (persona_id,)
-        return [dict(r) | {"prompt": json.loads(r["prompt"])} for r in self.store.query(sql + " ORDER BY id", params)]
+        """Preference pairs (every source; see prefs/store.py), oldest first."""
+        from persona_studio.prefs import store as prefs
+
+        return [p.to_dict() for p in prefs.list_pairs(self.store, persona_id, limit=-1)]

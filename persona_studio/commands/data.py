@@ -120,6 +120,12 @@ def run_import(args: argparse.Namespace, ws: Any) -> int:
             print(f"{f['path']}: already imported for {args.persona} (unchanged)")
             continue
         skipped = sum(f["skipped_kinds"].values())
+        if "pairs" in f:  # a DPO/KTO dataset: preference pairs, no messages
+            print(f"{f['path']}: {f['format']} ({f['encoding']}): {f['pairs']:,} preference pairs stored, "
+                  f"{f['bad']:,} bad records, {f['kto_unpaired']:,} KTO rows without a counterpart")
+            for ex in f["bad_examples"][:3]:
+                print(f"  bad: {ex}")
+            continue
         print(f"{f['path']}: {f['format']} ({f['encoding']}): {f['stored']:,} messages stored, "
               f"{f['me_messages']:,} by the persona, {f['bad']:,} bad lines, {skipped:,} records skipped")
         for ex in f["bad_examples"][:3]:

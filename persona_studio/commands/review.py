@@ -52,7 +52,7 @@ def run_status(args: argparse.Namespace, ws: Workspace) -> int:
 
 def run_undo(args: argparse.Namespace, ws: Workspace) -> int:
     with ws.store() as store:
-        done = review.undo(store, args.persona)
+        done = review.undo(store, args.persona, ws.settings.make_dataset.pii)
     if args.json:
         print(json.dumps({"undone": done}))
     else:

@@ -34,7 +34,7 @@ __all__ = ["FORMATS", "ImportError_", "Message", "ReadStats", "detect", "read", 
 
 FORMATS: tuple[str, ...] = (
     "wechat", "telegram", "whatsapp", "qq", "discord",
-    "openai", "sharegpt", "alpaca", "chatglm", "sillytavern",
+    "openai", "sharegpt", "alpaca", "chatglm", "sillytavern", "dpo", "kto",
 )
 
 _SNIFFERS: dict[str, Callable[[str], bool]] = {
@@ -43,7 +43,8 @@ _SNIFFERS: dict[str, Callable[[str], bool]] = {
 }
 # Most specific first: Discord and Telegram JSON before the dataset shapes, and ChatGLM's
 # role/content conversations before ShareGPT (whose reader accepts those too).
-_DETECT_ORDER = ("discord", "telegram", "sillytavern", "openai", "chatglm", "sharegpt", "alpaca",
+# Preference datasets (dpo: chosen/rejected, kto: label) before the SFT shapes they extend.
+_DETECT_ORDER = ("discord", "telegram", "dpo", "kto", "sillytavern", "openai", "chatglm", "sharegpt", "alpaca",
                  "wechat", "whatsapp", "qq")
 
 
@@ -72,6 +73,10 @@ def detect(path: Path) -> str:
 
 
 def _messages(path: Path, fmt: str, encoding: str, stats: ReadStats) -> Iterator[Message]:
+    if fmt in ("dpo", "kto"):  # preference pairs; the importer stores them through prefs/imports.py
+        from persona_studio.prefs import imports as pref_imports
+
+        return pref_imports.messages(path, fmt, encoding, stats)
     if fmt in generic.NAMES:
         return generic.read(path, encoding, stats, fmt)
     module = {"wechat": wechat, "telegram": telegram, "whatsapp": whatsapp, "qq": qq, "discord": discord}[fmt]

@@ -68,9 +68,19 @@ def sniff_alpaca(head: str) -> bool:
     return {"instruction", "output"} <= _keys(head)
 
 
+# Preference datasets (read by prefs/imports.py into preference pairs, not messages).
+def sniff_dpo(head: str) -> bool:
+    return {"chosen", "rejected"} <= _keys(head)
+
+
+def sniff_kto(head: str) -> bool:
+    keys = _keys(head)
+    return bool(keys & {"label", "kto_tag"}) and bool(keys & {"completion", "messages", "conversations", "output"})
+
+
 SNIFFERS: dict[str, Callable[[str], bool]] = {
     "sillytavern": sniff_sillytavern, "openai": sniff_openai, "chatglm": sniff_chatglm,
-    "sharegpt": sniff_sharegpt, "alpaca": sniff_alpaca,
+    "sharegpt": sniff_sharegpt, "alpaca": sniff_alpaca, "dpo": sniff_dpo, "kto": sniff_kto,
 }
 
 

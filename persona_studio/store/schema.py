@@ -66,6 +66,54 @@ def _v3_arrow_blocks(db: sqlite3.Connection) -> None:
     db.execute("DROP TABLE message_blocks_v2")
 
 
+def _v4_preference_pairs(db: sqlite3.Connection) -> None:
+    """preferences: chat edits only -> pairs from every source, with their context (see prefs/store.py).
+
+    Rebuilt under the same name. An old chat reply edited twice has two rows; it becomes one pair:
+    the model's original reply (the first row's rejected) against the latest edit."""
+    db.execute("ALTER TABLE preferences RENAME TO preferences_v1")
+    db.execute("""
+        CREATE TABLE preferences (
+            id          INTEGER PRIMARY KEY,
+            persona_id  TEXT NOT NULL,
+            source      TEXT NOT NULL
+                        CHECK (source IN ('chat_edit', 'swipe', 'review_edit', 'import_dpo', 'import_kto')),
+            system      TEXT NOT NULL DEFAULT '',
+            prompt      TEXT NOT NULL,
+            chosen      TEXT NOT NULL,
+            rejected    TEXT NOT NULL,
+            chat_message_id     INTEGER REFERENCES chat_messages(id) ON DELETE SET NULL,
+            rejected_message_id INTEGER REFERENCES chat_messages(id) ON DELETE SET NULL,
+            sample_id   INTEGER REFERENCES samples(id) ON DELETE SET NULL,
+            turn        INTEGER,
+            import_id   INTEGER REFERENCES imports(id) ON DELETE CASCADE,
+            meta        TEXT NOT NULL DEFAULT '{}',
+            created_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+            updated_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+        )
+    """)
+    db.execute("CREATE INDEX preferences_persona ON preferences(persona_id, source)")
+    # One pair per edited reply, one per (kept swipe, passed-over swipe), one per edited sample turn.
+    db.execute("CREATE UNIQUE INDEX preferences_chat_edit ON preferences(chat_message_id)"
+               " WHERE source = 'chat_edit'")
+    db.execute("CREATE UNIQUE INDEX preferences_swipe ON preferences(chat_message_id, rejected_message_id)"
+               " WHERE source = 'swipe'")
+    db.execute("CREATE UNIQUE INDEX preferences_review ON preferences(sample_id, turn) WHERE source = 'review_edit'")
+    db.execute("""
+        INSERT INTO preferences (persona_id, source, prompt, chosen, rejected, chat_message_id, created_at)
+        SELECT persona_id, 'chat_edit', prompt,
+               (SELECT chosen FROM preferences_v1 b WHERE b.chat_message_id IS a.chat_message_id
+                ORDER BY b.id DESC LIMIT 1),
+               rejected,
+               (SELECT id FROM chat_messages WHERE id = a.chat_message_id), created_at
+        FROM preferences_v1 a
+        WHERE a.id = (SELECT min(id) FROM preferences_v1 c WHERE c.chat_message_id IS a.chat_message_id)
+           OR a.chat_message_id IS NULL
+        ORDER BY a.id
+    """)
+    db.execute("DROP TABLE preferences_v1")
+
+
 MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # 1: the whole pipeline, import -> samples -> review -> chat
     """
@@ -185,4 +233,6 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     _v2_message_blocks,
     # 3: a block is one Arrow record batch
     _v3_arrow_blocks,
+    # 4: preference pairs from chat edits, swipes, review edits and imported DPO/KTO datasets
+    _v4_preference_pairs,
 ]

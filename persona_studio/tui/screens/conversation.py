@@ -146,7 +146,7 @@ class ConversationScreen(StageScreen):
     def _tree(self) -> Any:
         from persona_studio.chat.tree import ChatTree
 
-        return ChatTree(self.workspace.store())
+        return ChatTree(self.workspace.store(), pii=self.workspace.settings.make_dataset.pii)
 
     @property
     def names(self) -> dict[str, str]:

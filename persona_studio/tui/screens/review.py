@@ -194,7 +194,7 @@ class ReviewScreen(StageScreen):
 
         def done(turns: list | None) -> None:
             if turns is not None:
-                review.edit_sample(self.store, s.id, turns)
+                review.edit_sample(self.store, s.id, turns, self.workspace.settings.make_dataset.pii)
                 self.notify(f"sample {s.id} edited (u to undo)")
                 self.action_reload()
 
@@ -203,6 +203,6 @@ class ReviewScreen(StageScreen):
     def action_undo(self) -> None:
         if self.persona is None:
             return
-        done = review.undo(self.store, self.persona)
+        done = review.undo(self.store, self.persona, self.workspace.settings.make_dataset.pii)
         self.notify(f"undid {done['action']} of sample {done['sample_id']}" if done else "nothing to undo")
         self.action_reload()
