@@ -15,8 +15,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from persona_studio import jsondepth
 from persona_studio.ingest import jsonstream
-from persona_studio.ingest.base import Message
+from persona_studio.ingest.base import ImportError_, Message
 from persona_studio.ingest.common import ReadStats, parse_iso, wall_ts, where
 from persona_studio.ingest.encoding import open_text
 
@@ -84,6 +85,16 @@ SNIFFERS: dict[str, Callable[[str], bool]] = {
 }
 
 
+def _loads(path: Path, lineno: int, line: str) -> Any:
+    """json.loads of one JSONL line, refusing (for the whole file) a line nested too deep:
+    that is hostile input, and json.loads would die of a RecursionError on it."""
+    try:
+        jsondepth.check(line)
+    except jsondepth.TooDeep as exc:
+        raise ImportError_(f"{where(path, lineno)}: {exc} (refused)") from None
+    return json.loads(line)
+
+
 def _records(path: Path, encoding: str, stats: ReadStats) -> Iterator[tuple[str, Any]]:
     """(where, record) for a JSONL file, a top-level JSON array, or one JSON object."""
     with open_text(path, encoding) as f:
@@ -92,7 +103,7 @@ def _records(path: Path, encoding: str, stats: ReadStats) -> Iterator[tuple[str,
             if first.strip():
                 break
         try:
-            jsonl = isinstance(json.loads(first), dict)
+            jsonl = isinstance(_loads(path, lineno, first), dict)
         except json.JSONDecodeError:
             jsonl = False
         if jsonl:
@@ -100,7 +111,7 @@ def _records(path: Path, encoding: str, stats: ReadStats) -> Iterator[tuple[str,
             while True:
                 if line.strip():
                     try:
-                        yield where(path, lineno), json.loads(line)
+                        yield where(path, lineno), _loads(path, lineno, line)
                     except json.JSONDecodeError as exc:
                         stats.add_bad(where(path, lineno), f"bad JSON ({exc.msg})")
                 line = f.readline()

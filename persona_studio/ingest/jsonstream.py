@@ -18,6 +18,7 @@ from ijson.common import ObjectBuilder
 
 from persona_studio.ingest.base import ImportError_
 from persona_studio.ingest.encoding import open_text, open_utf8_bytes
+from persona_studio.jsondepth import DepthGuard, TooDeep
 
 # Small reads keep the line we can name for a syntax error in a huge file close to the error.
 BUF_SIZE = 16384
@@ -26,10 +27,14 @@ EXACT_ERROR_LIMIT = 64 << 20
 
 
 class CountingReader:
-    """Wraps the byte stream ijson reads, counting newlines so errors can name a line."""
+    """Wraps the byte stream ijson reads, counting newlines so errors can name a line, and
+    refusing nesting past the depth limit before ijson sees it (ijson's memory grows with the
+    square of the depth)."""
 
     def __init__(self, raw: BinaryIO) -> None:
         self.raw = raw
+        self.guard = DepthGuard()
+        self.too_deep_line = 0
         self.lines_before_chunk = 0  # newlines before the chunk being parsed now
         self.lines = 0
         self.last_byte = b""
@@ -38,6 +43,11 @@ class CountingReader:
     def read(self, size: int = -1) -> bytes:
         data = self.raw.read(size)
         self.lines_before_chunk = self.lines
+        try:
+            self.guard.feed(data)
+        except TooDeep as exc:
+            self.too_deep_line = self.lines + data.count(b"\n", 0, exc.offset - self.guard.fed + len(data)) + 1
+            raise
         if data:
             self.lines += data.count(b"\n")
             self.last_byte = data[-1:]
@@ -55,6 +65,8 @@ def open_json(path: Path, encoding: str) -> CountingReader:
 
 def json_error(path: Path, encoding: str, exc: Exception, reader: CountingReader) -> ImportError_:
     """Turn an ijson failure into one line: `chat.json:123: truncated JSON (…)`."""
+    if isinstance(exc, TooDeep):
+        return ImportError_(f"{path}:{reader.too_deep_line}: {exc} (refused: a chat export nests a few levels)")
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if "premature EOF" in detail:
         last = reader.lines + (0 if reader.last_byte == b"\n" else 1)
@@ -81,7 +93,7 @@ def items(path: Path, encoding: str, prefix: str) -> Iterator[Any]:
     reader = open_json(path, encoding)
     try:
         yield from ijson.items(reader, prefix, use_float=True, buf_size=BUF_SIZE)
-    except ijson.JSONError as exc:
+    except (ijson.JSONError, TooDeep) as exc:
         raise json_error(path, encoding, exc, reader) from None
     finally:
         reader.close()
@@ -101,7 +113,7 @@ def head_context(
                 return context, value
             if keep(prefix) and event in ("string", "number", "boolean", "null"):
                 context[prefix] = value
-    except ijson.JSONError as exc:
+    except (ijson.JSONError, TooDeep) as exc:
         raise json_error(path, encoding, exc, reader) from None
     finally:
         reader.close()
@@ -145,7 +157,7 @@ def walk(
                     yield prefix, value, context
                 elif keep(prefix):
                     context[prefix] = value
-    except ijson.JSONError as exc:
+    except (ijson.JSONError, TooDeep) as exc:
         raise json_error(path, encoding, exc, reader) from None
     finally:
         reader.close()

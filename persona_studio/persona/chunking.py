@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Iterable
 
+from persona_studio import jsondepth
 from persona_studio.errors import UserError
 
 _HEADING = re.compile(r"^#{1,6}\s+\S")
@@ -119,7 +120,10 @@ def jsonl_records(text: str, source: str) -> list[str]:
         if not line.strip():
             continue
         try:
+            jsondepth.check(line)  # json.loads dies of a RecursionError on hostile nesting
             rec = json.loads(line)
+        except jsondepth.TooDeep as exc:
+            raise LoreFileError(f"{source}:{lineno}: {exc} (refused)") from None
         except json.JSONDecodeError as exc:
             raise LoreFileError(f"{source}:{lineno}: not valid JSON: {exc.msg}") from None
         if isinstance(rec, str):
