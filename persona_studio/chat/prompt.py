@@ -95,13 +95,17 @@ def build_messages(
     for h in history:
         if h.role == "system":
             continue
+        # A card's greeting (first_mes) is stored as written: fill its {{char}}/{{user}} here,
+        # {{char}} being whoever said the line.
+        char = persona.name if h.speaker in (persona.id, USER) else names.get(h.speaker, h.speaker)
+        content = macros(h.content, char, user_name)
         if h.speaker == persona.id:
-            msgs.append({"role": "assistant", "content": h.content})
+            msgs.append({"role": "assistant", "content": content})
             continue
         who = user_name if h.speaker == USER else names.get(h.speaker, h.speaker)
         # One-on-one, the user's lines go in bare, as in the chat logs the adapter learned
         # from; in a group, names tell the persona who said what.
-        line = f"{who}: {h.content}" if others else h.content
+        line = f"{who}: {content}" if others else content
         if msgs[-1]["role"] == "user":
             msgs[-1]["content"] += "\n" + line
         else:

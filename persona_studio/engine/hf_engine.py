@@ -242,3 +242,81 @@ class TransformersEngine:
 
     def abort(self, request_id: str) -> None:
         self._aborted.add(request_id)
+
+    # -- batches (eval) ----------------------------------------------------------------------------
+    def generate_batch(self, reqs: list[GenRequest], batch_size: int = 16) -> list[str]:
+        """Whole replies for many requests: one batched `generate` per adapter and sampling setting.
+
+        Prompts are left-padded so every row's new tokens start at the same column; requests
+        that share an adapter go through together, so each adapter is activated once per group.
+        """
+        if self.model is None:
+            raise EngineError("the transformers engine is not running (start it first)")
+        import torch
+
+        for r in reqs:
+            if r.adapter is not None:
+                adapter_config(r.adapter.resolve())
+        out: list[str] = [""] * len(reqs)
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(reqs):
+            s = r.sampling
+            key = (str(r.adapter.resolve()) if r.adapter else "", r.persona_id if r.adapter else "", s.temperature,
+                   s.top_p, s.repetition_penalty, s.max_new_tokens, s.seed, tuple(r.stop))
+            groups.setdefault(key, []).append(i)
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
+        with self._lock:
+            for idx in groups.values():
+                first = reqs[idx[0]]
+                if first.adapter is not None:
+                    # Name first: loading the first adapter replaces self.model with a PeftModel.
+                    name = self._adapter_name(first.persona_id, first.adapter)
+                    self.model.set_adapter(name)
+                for at in range(0, len(idx), batch_size):
+                    chunk = idx[at:at + batch_size]
+                    texts = self._generate_rows([render_ids(self.tok, reqs[i].prompt_messages) for i in chunk],
+                                                first, pad, torch)
+                    for i, (text, n) in zip(chunk, texts, strict=True):
+                        cutter = StopCutter(reqs[i].stop)
+                        out[i] = cutter.feed(text) + cutter.flush()
+                        reqs[i].generated_tokens = n
+        return out
+
+    def _generate_rows(self, rows: list[list[int]], req: GenRequest, pad: int, torch: Any) -> list[tuple[str, int]]:
+        """(text, generated token count) per prompt row; the caller holds the lock and set the adapter."""
+        width = max(len(r) for r in rows)
+        room = self.max_model_len - width
+        if room < 1:
+            raise EngineError(f"prompt of {width} tokens does not fit vllm_args.max_model_len {self.max_model_len}")
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+        s = req.sampling
+        kwargs: dict[str, Any] = {
+            "input_ids": ids, "attention_mask": mask, "max_new_tokens": min(s.max_new_tokens, room),
+            "repetition_penalty": s.repetition_penalty, "pad_token_id": pad,
+        }
+        if req.stop:
+            kwargs.update(stop_strings=list(req.stop), tokenizer=self.tok)
+        if s.temperature > 0:
+            kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if s.seed is not None:
+            torch.manual_seed(s.seed)
+        try:
+            if req.adapter is None and hasattr(self.model, "disable_adapter"):
+                with self.model.disable_adapter(), torch.inference_mode():
+                    gen = self.model.generate(**kwargs)
+            else:
+                with torch.inference_mode():
+                    gen = self.model.generate(**kwargs)
+        except (RuntimeError, ValueError) as exc:
+            raise EngineError(f"transformers generation for {req.persona_id} failed: {first_line(exc)}") from None
+        eos = set(self.model.generation_config.eos_token_id if isinstance(
+            self.model.generation_config.eos_token_id, list) else [self.model.generation_config.eos_token_id])
+        result = []
+        for row in gen[:, width:].tolist():
+            n = next((k + 1 for k, t in enumerate(row) if t in eos), len(row))
+            kept = [t for t in row[:n] if t != pad]
+            result.append((self.tok.decode(kept, skip_special_tokens=True), n))
+        return result

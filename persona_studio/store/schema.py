@@ -235,4 +235,27 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     _v3_arrow_blocks,
     # 4: preference pairs from chat edits, swipes, review edits and imported DPO/KTO datasets
     _v4_preference_pairs,
+    # 5: persona fidelity eval runs (eval/run.py); scores are written only when a run completes
+    """
+    CREATE TABLE eval_runs (
+        id          INTEGER PRIMARY KEY,
+        persona_id  TEXT NOT NULL,
+        state       TEXT NOT NULL DEFAULT 'running'
+                    CHECK (state IN ('running', 'done', 'failed', 'cancelled')),
+        adapters    TEXT NOT NULL DEFAULT '[]',
+        settings    TEXT NOT NULL DEFAULT '{}',
+        error       TEXT,
+        report      TEXT NOT NULL DEFAULT '{}',
+        started_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+        finished_at TEXT
+    );
+    CREATE INDEX eval_runs_persona ON eval_runs(persona_id, id);
+    CREATE TABLE eval_scores (
+        run_id      INTEGER NOT NULL REFERENCES eval_runs(id) ON DELETE CASCADE,
+        adapter     TEXT NOT NULL,
+        metric      TEXT NOT NULL,
+        value       REAL,
+        PRIMARY KEY (run_id, adapter, metric)
+    );
+    """,
 ]

@@ -28,9 +28,24 @@ def load_card(ws: Workspace, persona_id: str) -> CardInfo:
     try:
         from persona_studio.persona.card import load_persona
     except ImportError:  # the card module is optional for training: read persona.jsonc directly
-        return _read_card_file(ws, persona_id)
+        return filled(_read_card_file(ws, persona_id))
     p = load_persona(ws, persona_id)
-    return CardInfo(p.name, p.description, p.personality, p.system_prompt)
+    return filled(CardInfo(p.name, p.description, p.personality, p.system_prompt))
+
+
+USER_NAME = "User"  # who {{user}} is in training text: the name chat uses by default
+
+
+def filled(card: CardInfo) -> CardInfo:
+    """The card with {{char}}/{{user}} filled, and the system prompt every sample gets: the card's,
+    else the default chat and make-dataset use (clean/pipeline.py system_prompt), so training,
+    identity samples and chat all open with the same text."""
+    from persona_studio.chat.prompt import macros
+
+    name = card.name.strip()
+    fill = lambda text: macros(text, name, USER_NAME)  # noqa: E731
+    system = fill(card.system_prompt.strip()) or f"You are {name}. Stay in character as {name}."
+    return CardInfo(card.name, fill(card.description), fill(card.personality), system)
 
 
 def _read_card_file(ws: Workspace, persona_id: str) -> CardInfo:
@@ -93,6 +108,7 @@ def identity_samples(card: CardInfo, n: int, seed: int = 0) -> list[dict[str, An
     """`n` conversations {system, turns}; deterministic for a given seed."""
     if n <= 0 or not card.name.strip():
         return []
+    card = filled(card)
     zh = is_chinese(" ".join([card.name, card.description, card.personality]))
     questions, answers = (ZH_QUESTIONS, ZH_ANSWERS) if zh else (EN_QUESTIONS, EN_ANSWERS)
     fields = {

@@ -1,0 +1,112 @@
+"""`eval`: how close each adapter comes to the real person, on the persona's held-out set.
+
+    persona-studio eval --persona ID [--adapters base,v0001,...|current|all] [--limit N] [--json]
+    persona-studio eval runs --persona ID [--json]
+
+Runs in the foreground with a progress bar on a terminal's stderr; Ctrl-C cancels (the run is
+recorded as cancelled, no scores are kept). `--json` prints only the result JSON on stdout: the
+engine's own logging goes to .studio/eval.log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("eval", parents=[common], help="score adapters against the persona's held-out conversations")
+    p.add_argument("--persona", required=True, metavar="ID")
+    p.add_argument("--adapters", default="all", metavar="LIST",
+                   help="comma-separated: base, current, v0001, ... or all (default: base and every version)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate on at most N held-out conversations")
+    p.add_argument("--json", action="store_true", help="print the whole result as JSON on stdout")
+    p.add_argument("--runs", action="store_true", help="list this persona's eval runs instead of running one")
+    p.set_defaults(handler=run_eval_cmd)
+
+
+class _Bar:
+    """One line on stderr per stage: a bar when the total is known."""
+
+    LABELS = {"loss": "held-out loss", "engine": "starting engine", "generate": "generating"}
+
+    def __init__(self) -> None:
+        self.stage = ""
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage != self.stage and self.stage:
+            print(file=sys.stderr)
+        self.stage = stage
+        width = 30
+        fill = int(width * done / total) if total else 0
+        print(f"\r{self.LABELS.get(stage, stage):<16} [{'#' * fill}{'.' * (width - fill)}] {done}/{total}",
+              end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.stage:
+            print(file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _quiet_stdout(log_path: Any):
+    """Send everything written to stdout during the run (engine and library logging, worker
+    processes writing to fd 1) to a log file, so `--json` stdout holds the result alone."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    saved = os.dup(1)
+    real = sys.stdout
+    with open(log_path, "a", encoding="utf-8") as log:
+        os.dup2(log.fileno(), 1)
+        sys.stdout = log
+        try:
+            yield
+        finally:
+            log.flush()
+            sys.stdout = real
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def run_eval_cmd(args: argparse.Namespace, ws: Any) -> int:
+    from persona_studio.errors import UserError
+    from persona_studio.eval import report
+    from persona_studio.eval.run import run_eval
+
+    if args.runs:
+        found = report.runs(ws, args.persona)
+        if args.json:
+            print(json.dumps(found, ensure_ascii=False))
+        for r in [] if args.json else found:
+            print(f"{r['id']:>5}  {r['state']:<9} {r['started_at']}  {','.join(r['adapters'])}"
+                  + (f"  {r['error']}" if r["error"] else ""))
+        return 0
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit: must be at least 1, got {args.limit}")
+    bar = _Bar() if sys.stderr.isatty() else None
+    try:
+        with _quiet_stdout(ws.state_dir / "eval.log"):
+            result = run_eval(ws, args.persona, args.adapters, args.limit, progress=bar)
+    except KeyboardInterrupt:
+        if bar:
+            bar.close()
+        print("persona-studio: eval cancelled (no scores kept)", file=sys.stderr)
+        return 130
+    finally:
+        if bar:
+            bar.close()
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+        return 0
+    for w in result["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    cols = list(report.METRIC_LABELS)
+    print(f"{'':2}{'adapter':<10}" + "".join(f"{report.METRIC_LABELS[c]:>16}" for c in cols))
+    for a in result["adapters"]:
+        cells = [report.fmt(c, a.get(c)) + ("*" if result["best"].get(c) == a["label"] else " ") for c in cols]
+        print(f"{a['rank']:<2}{a['label']:<10}" + "".join(f"{c:>16}" for c in cells))
+    print(f"(* best; {result['n_heldout']} held-out conversations) report: {result['reports']['markdown']}")
+    return 0

@@ -1,0 +1,70 @@
+"""Many replies at once through any engine.
+
+An engine with `generate_batch` (transformers: batched `generate`) takes the whole list; any
+other engine gets every request at the same time from a thread pool, so a vLLM server (the
+studio's engine service, or a remote one) schedules them as one continuous batch.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+from persona_studio.engine.base import GenRequest
+
+# Requests in flight at once: enough for a server to fill its batch, few enough for its queue.
+CONCURRENCY = 64
+
+
+class Cancelled(Exception):
+    """The run was cancelled while replies were being generated."""
+
+
+def generate_all(
+    engine: Any,
+    reqs: list[GenRequest],
+    progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> list[str]:
+    """The whole reply to every request, in order."""
+    if not reqs:
+        return []
+    if hasattr(engine, "generate_batch"):
+        out = engine.generate_batch(reqs)
+        if progress:
+            progress(len(reqs), len(reqs))
+        return out
+    results: list[str] = [""] * len(reqs)
+    done = 0
+    with ThreadPoolExecutor(max_workers=min(CONCURRENCY, len(reqs)), thread_name_prefix="eval-gen") as pool:
+        pending: dict[Future[str], int] = {}
+        todo = iter(range(len(reqs)))
+        try:
+            for i in todo:
+                pending[pool.submit(_whole, engine, reqs[i])] = i
+                if len(pending) >= CONCURRENCY:
+                    break
+            while pending:
+                finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled()
+                for fut in finished:
+                    results[pending.pop(fut)] = fut.result()
+                    done += 1
+                    if progress:
+                        progress(done, len(reqs))
+                    nxt = next(todo, None)
+                    if nxt is not None:
+                        pending[pool.submit(_whole, engine, reqs[nxt])] = nxt
+        except BaseException:
+            for fut, i in pending.items():
+                fut.cancel()
+                engine.abort(reqs[i].request_id)
+            raise
+    return results
+
+
+def _whole(engine: Any, req: GenRequest) -> str:
+    return "".join(engine.generate(req))
