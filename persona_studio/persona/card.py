@@ -18,13 +18,69 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from persona_studio import jsonc
+from persona_studio import jsonc, jsondepth
 from persona_studio.errors import UserError
 from persona_studio.workspace import PERSONA_ID, Workspace, atomic_write, check_persona_id
 
 
 class CardError(UserError, ValueError):
     """A one-line error about a persona file or a character card: `where: key: problem`."""
+
+
+# Cards are untrusted files from the internet. Real ones with big lorebooks run to a few MB.
+MAX_CARD_BYTES = 8 << 20  # a card's JSON text, and a persona.jsonc
+MAX_CARD_FILE_BYTES = 32 << 20  # a card file on disk (a PNG carries its image as well)
+MAX_CARD_DEPTH = 32  # pyjson5, which reads persona.jsonc back, nests no deeper by default
+# C0 and C1 control characters but tab and newline: ESC/CSI/OSC sequences in a card field
+# would otherwise reach the terminal (CLI output, and Textual passes them through too).
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean_text(text: str) -> str:
+    """`text` without control characters (CR and CRLF become LF)."""
+    if not _CONTROLS.search(text):
+        return text
+    return _CONTROLS.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+def clean(value: Any) -> Any:
+    """Every string in a parsed card (keys too) through clean_text. Card data is cleaned as
+    it comes in, so no later display of any field can write a raw escape sequence."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(k) if isinstance(k, str) else k: clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean(v) for v in value]
+    return value
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MB"
+
+
+def check_size(source: str, size: int, limit: int = MAX_CARD_BYTES) -> None:
+    if size > limit:
+        raise CardError(f"{source}: too big for a character card ({_mb(size)}; the limit is {_mb(limit)})")
+
+
+def parse_card_json(raw: bytes, source: str) -> Any:
+    """A card's JSON text (from a .json file or a PNG chunk) parsed within the size and
+    nesting limits; CardError (one line) otherwise."""
+    check_size(source, len(raw))
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CardError(f"{source}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        jsondepth.check(text, MAX_CARD_DEPTH)
+    except jsondepth.TooDeep as exc:
+        line = jsondepth.line_of(text, exc.offset)
+        raise CardError(f"{source}:{line}: {exc} (refused)") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CardError(f"{source}:{exc.lineno}: not valid JSON: {exc.msg}") from None
 
 
 @dataclass
@@ -145,11 +201,12 @@ def load_persona(ws: Workspace, persona_id: str) -> Persona:
     if not path.exists():
         raise CardError(f"{rel}: no such persona (known: {', '.join(ws.persona_ids()) or 'none'})")
     try:
+        check_size(rel, path.stat().st_size)
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        raise CardError(f"{rel}: cannot read: {exc}") from None
+        raise CardError(f"{rel}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     try:
-        raw = jsonc.loads(text, rel)
+        raw = clean(jsonc.loads(text, rel))
     except jsonc.JsoncError as exc:
         raise CardError(str(exc)) from None
     lines = jsonc.key_lines(text)
@@ -230,6 +287,7 @@ def from_card(d: dict, persona_id: str | None = None, source: str = "card") -> P
     """A Persona from a parsed card (V1 flat, V2 or V3); `source` names the card in errors."""
     if not isinstance(d, dict):
         raise CardError(f"{source}: a card must be a JSON object, got {_kind(d)}")
+    d = clean(d)
     spec = d.get("spec")
     if spec in ("chara_card_v2", "chara_card_v3"):
         data = d.get("data")
@@ -293,19 +351,13 @@ def read_card_file(path: str | Path) -> dict:
 
     path = Path(path)
     try:
+        check_size(str(path), path.stat().st_size, MAX_CARD_FILE_BYTES)
         blob = path.read_bytes()
     except OSError as exc:
         raise CardError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if blob.startswith(png.SIGNATURE) or path.suffix.lower() == ".png":
         return png.read_card(blob, str(path))
-    try:
-        text = blob.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise CardError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    try:
-        card = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CardError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    card = parse_card_json(blob, str(path))
     if not isinstance(card, dict):
         raise CardError(f"{path}: a card must be a JSON object, got {_kind(card)}")
     return card

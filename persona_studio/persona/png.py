@@ -15,6 +15,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 
+from persona_studio import jsondepth
 from persona_studio.errors import UserError
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -69,8 +70,14 @@ def read_card(blob: bytes, source: str) -> dict:
         raw = base64.b64decode("".join(texts[keyword].split()), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise PngError(f"{source}: tEXt '{keyword}': not valid base64 ({exc})") from None
+    from persona_studio.persona.card import MAX_CARD_DEPTH, check_size  # card imports this module
+
+    check_size(f"{source}: tEXt '{keyword}'", len(raw))
     try:
+        jsondepth.check(raw, MAX_CARD_DEPTH)  # before json.loads, which would hit a RecursionError
         card = json.loads(raw.decode("utf-8-sig"))
+    except jsondepth.TooDeep as exc:
+        raise PngError(f"{source}: tEXt '{keyword}': card {exc} (refused)") from None
     except UnicodeDecodeError as exc:
         raise PngError(f"{source}: tEXt '{keyword}': card is not UTF-8 (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
