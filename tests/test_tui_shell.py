@@ -42,7 +42,7 @@ async def test_status_line_shows_workspace_model_engine_jobs(workspace) -> None:
         await wait_until(pilot, lambda: app.current_mode == "import")
         text = str(app.screen.query_one(StatusLine).render())
         assert workspace.root.name in text
-        assert "Qwen2.5-7B-Instruct" in text and "engine not started" in text and "jobs 0 running" in text
+        assert "smollm2-135m-instruct" in text and "engine not started" in text and "jobs 0 running" in text
         app.set_engine_state("starting 40%")
         await pilot.pause()
         assert "engine starting 40%" in str(app.screen.query_one(StatusLine).render())

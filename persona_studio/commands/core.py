@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from persona_studio.workspace import Workspace
 
@@ -25,6 +26,9 @@ def run_init(args: argparse.Namespace, _ws: None) -> int:
 
 
 def run_info(args: argparse.Namespace, ws: Workspace) -> int:
+    from persona_studio import basemodel
+
+    model = basemodel.describe(ws)
     store = ws.store()
     try:
         counts = {
@@ -34,6 +38,7 @@ def run_info(args: argparse.Namespace, ws: Workspace) -> int:
         info = {
             "workspace": str(ws.root),
             "base_model": ws.settings.model.name_or_path,
+            "base_model_info": model,
             "engine": ws.settings.engine.backend,
             "personas": ws.persona_ids(),
             "schema_version": store.version,
@@ -41,9 +46,16 @@ def run_info(args: argparse.Namespace, ws: Workspace) -> int:
         }
     finally:
         store.close()
+    if "problem" in model:
+        # A warning, not a refusal: info is how one finds out what is wrong with a workspace.
+        print(f"persona-studio: warning: {model['problem']}", file=sys.stderr)
     if args.json:
         print(json.dumps(info, ensure_ascii=False))
     else:
-        for k, v in info.items():
+        rows = dict(info)
+        del rows["base_model_info"]
+        rows["base_model"] = f"{info['base_model']} ({model.get('title') or model['kind']})"
+        rows = {k: rows[k] for k in ("workspace", "base_model")} | {"model_at": model["where"]} | rows
+        for k, v in rows.items():
             print(f"{k:>15}: {v}")
     return 0

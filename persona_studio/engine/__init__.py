@@ -100,12 +100,11 @@ def make_engine(ws: Workspace) -> Engine:
 
 
 def _model_path(ws: Workspace) -> str:
-    """A relative local path is relative to the workspace; anything else is a hub name."""
-    name = ws.settings.model.name_or_path
-    local = ws.root / name
-    if not name.startswith("/") and local.exists():
-        return str(local)
-    return name
+    """The one resolver (basemodel.py): a directory, a cached hub name, or a built-in model's
+    converted directory (converted on first use); anything else is refused in one line."""
+    from persona_studio import basemodel
+
+    return basemodel.ensure(ws)
 
 
 def model_path(ws: Workspace) -> str:

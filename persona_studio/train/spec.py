@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +18,6 @@ from persona_studio.errors import UserError
 from persona_studio.settings import VLLM_LORA_RANKS, TrainSftArgs
 
 SPEC_VERSION = 1
-
-# "org/name" or "name" as the Hugging Face hub spells repository ids.
-_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
 class TrainError(UserError, ValueError):
@@ -110,18 +105,15 @@ def validate(spec: TrainSpec, source: str = "train_sft_args") -> None:
 
 
 def check_base_model(name_or_path: str, root: Path | None = None) -> str:
-    """A local directory (returned absolute) or a hub-name-shaped string; anything else is refused."""
-    p = Path(os.path.expanduser(name_or_path))
-    if root is not None and not p.is_absolute():
-        p = root / p
-    if p.is_dir():
-        if not (p / "config.json").exists():
-            raise TrainError(f"{p}: base model directory has no config.json")
-        return str(p.resolve())
-    looks_local = name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1
-    if p.exists() or looks_local or not _HUB_NAME.match(name_or_path):
-        raise TrainError(f"model.name_or_path: {name_or_path}: no such model directory (and not a hub name)")
-    return name_or_path
+    """What training loads, from basemodel's one resolver: a local directory (absolute), a hub name
+    already in the local hub cache, or a built-in model's directory (converted here on first use)."""
+    from persona_studio import basemodel
+
+    try:
+        path = basemodel.ensure(name_or_path, root)
+    except basemodel.BaseModelError as exc:
+        raise TrainError(str(exc)) from None
+    return str(Path(path).resolve()) if Path(path).is_dir() else path
 
 
 def resolve_hardware(dtype_setting: str) -> tuple[str, int, str]:
