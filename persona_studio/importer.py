@@ -37,6 +37,21 @@ class SpeakerNotFound(UserError, LookupError):
     pass
 
 
+class NothingImported(UserError, ValueError):
+    """A file in which no record became a message: a failure, not an empty success."""
+
+
+def nothing_reason(path: Path, stats: Any) -> str:
+    """One line naming the first problem of a file that gave no messages."""
+    if stats.bad_examples:
+        more = f" (and {stats.bad - 1:,} more bad records)" if stats.bad > 1 else ""
+        return f"no messages imported from {path}: first problem: {stats.bad_examples[0]}{more}"
+    if stats.skipped_kinds:
+        skipped = ", ".join(f"{k} {v:,}" for k, v in stats.skipped_kinds.items())
+        return f"{path}: no messages imported: every record was skipped ({skipped})"
+    return f"{path}: no messages imported: the file holds no messages"
+
+
 def check_persona(ws: Any, persona_id: str) -> str:
     """`persona_id` if personas/<id>/persona.jsonc exists, else a one-line error with the closest ids."""
     known = ws.persona_ids()
@@ -80,8 +95,32 @@ def import_files(
     me: str | None,
     fmt: str = "auto",
     progress: Progress | None = None,
+    create: bool = False,
 ) -> dict[str, Any]:
-    """Import every file in one transaction; return the summary (per file and totals)."""
+    """Import every file in one transaction; return the summary (per file and totals).
+    `create`: make the persona first if it does not exist (a card skeleton named after `me`),
+    and remove it again if the import fails."""
+    created = None
+    if create and persona_id not in ws.persona_ids():
+        from persona_studio.persona.skeleton import new_persona
+
+        created = new_persona(ws, persona_id, me)
+    try:
+        summary = _import_files(ws, persona_id, paths, me, fmt, progress)
+    except BaseException:
+        if created is not None:
+            import shutil
+
+            shutil.rmtree(created.parent, ignore_errors=True)
+        raise
+    if created is not None:
+        summary["created_persona"] = str(created)
+    return summary
+
+
+def _import_files(
+    ws: Any, persona_id: str, paths: Sequence[str | Path], me: str | None, fmt: str, progress: Progress | None
+) -> dict[str, Any]:
     check_persona(ws, persona_id)
     files = []
     for p in paths:
@@ -156,6 +195,8 @@ def import_one(
     finally:
         writer.close()
     feed.check(path)
+    if feed.stored == 0:
+        raise NothingImported(nothing_reason(path, stats))
     summary = {
         "path": str(path),
         "status": "imported",

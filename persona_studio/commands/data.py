@@ -61,12 +61,17 @@ def _run_with_progress(label: str, fn: Callable[[Any], dict[str, Any]]) -> dict[
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     from persona_studio.ingest import FORMATS
 
-    p = sub.add_parser("import", parents=[common], help="import chat export files for a persona")
-    p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--persona", required=True, metavar="ID")
+    p = sub.add_parser("import", parents=[common], help="import chat export files for a persona (or list/undo imports)")
+    p.add_argument("files", nargs="*", metavar="FILE", help="chat exports (a WhatsApp .zip is read in place)")
+    p.add_argument("--persona", metavar="ID", help="the persona to import into (required with FILE)")
     p.add_argument("--me", metavar="SPEAKER",
                    help="the persona's speaker (name or id; see `speakers FILE`); optional for datasets with roles")
     p.add_argument("--format", default="auto", choices=("auto", *FORMATS))
+    p.add_argument("--create", action="store_true",
+                   help="create the persona if it does not exist (a card skeleton named after --me)")
+    p.add_argument("--undo", type=int, metavar="IMPORT_ID",
+                   help="undo an import: remove its messages and the samples made only from them")
+    p.add_argument("--list", action="store_true", help="list imports (of --persona, or all), newest first")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(handler=run_import)
 
@@ -106,15 +111,45 @@ def _print_json(obj: Any) -> None:
     print(json.dumps(obj, ensure_ascii=False))
 
 
+def _run_import_log(args: argparse.Namespace, ws: Any) -> int:
+    """`import --list` and `import --undo ID`."""
+    from persona_studio.errors import UserError
+    from persona_studio.importlog import describe, list_imports, undo_import
+
+    if args.files or (args.list and args.undo is not None):
+        raise UserError("import: --list and --undo take no FILE and not each other")
+    if args.undo is not None:
+        summary = undo_import(ws, args.undo)
+        print(json.dumps(summary, ensure_ascii=False) if args.json else describe(summary))
+        return 0
+    rows = list_imports(ws, args.persona)
+    if args.json:
+        _print_json(rows)
+    elif not rows:
+        print("no imports yet", file=sys.stderr)
+    for r in [] if args.json else rows:
+        print(f"{r['id']:>5}  {r['persona']:<16} {r['imported_at'][:19]}  {r['format']:<10} "
+              f"{r['messages']:>9,}  {r['path']}")
+    return 0
+
+
 def run_import(args: argparse.Namespace, ws: Any) -> int:
+    from persona_studio.errors import UserError
     from persona_studio.importer import import_files
 
+    if args.undo is not None or args.list:
+        return _run_import_log(args, ws)
+    if not args.files or not args.persona:
+        raise UserError("import: give FILE... and --persona ID (or --list / --undo IMPORT_ID)")
     summary = _run_with_progress(
-        "importing", lambda bar: import_files(ws, args.persona, args.files, args.me, args.format, bar)
+        "importing",
+        lambda bar: import_files(ws, args.persona, args.files, args.me, args.format, bar, create=args.create),
     )
     if args.json:
         _print_json(summary)
         return 0
+    if "created_persona" in summary:
+        print(f"created persona '{args.persona}' ({summary['created_persona']}): fill in its card")
     for f in summary["files"]:
         if f["status"] == "unchanged":
             print(f"{f['path']}: already imported for {args.persona} (unchanged)")
@@ -127,7 +162,8 @@ def run_import(args: argparse.Namespace, ws: Any) -> int:
                 print(f"  bad: {ex}")
             continue
         print(f"{f['path']}: {f['format']} ({f['encoding']}): {f['stored']:,} messages stored, "
-              f"{f['me_messages']:,} by the persona, {f['bad']:,} bad lines, {skipped:,} records skipped")
+              f"{f['me_messages']:,} by the persona, {f['bad']:,} bad lines, {skipped:,} records skipped "
+              f"(import {f['import_id']}; undo with `import --undo {f['import_id']}`)")
         for ex in f["bad_examples"][:3]:
             print(f"  bad: {ex}")
     return 0

@@ -1,4 +1,4 @@
-"""`persona list|import|show` and `export card`."""
+"""`persona list|new|import|show` and `export card`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = psub.add_parser("list", parents=[common], help="list the workspace's personas")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=run_list)
+
+    p = psub.add_parser("new", parents=[common], help="start a persona: write a commented card skeleton to fill in")
+    p.add_argument("id", help="persona id: lowercase letters, digits, '-' and '_'")
+    p.add_argument("--name", help="the persona's name (default: the id)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(handler=run_new)
 
     p = psub.add_parser("import", parents=[common], help="import a Character Card V1/V2/V3 (.json or .png)")
     p.add_argument("card", help="card file (.json or .png)")
@@ -54,10 +60,23 @@ def run_list(args: argparse.Namespace, ws: Workspace) -> int:
         print(json.dumps(rows, ensure_ascii=False))
         return 0
     if not personas:
-        print("no personas yet (import a card with `persona-studio persona import CARD`)", file=sys.stderr)
+        print("no personas yet (start one with `persona-studio persona new ID`, or import a card with "
+              "`persona-studio persona import CARD`)", file=sys.stderr)
     for p in personas:
         tags = f"  [{', '.join(p.tags)}]" if p.tags else ""
         print(f"{p.id:<20} {p.name}{tags}")
+    return 0
+
+
+def run_new(args: argparse.Namespace, ws: Workspace) -> int:
+    from persona_studio.persona.skeleton import new_persona
+
+    path = new_persona(ws, args.id, args.name)
+    if args.json:
+        print(json.dumps({"id": args.id, "name": args.name or args.id, "path": str(path)}, ensure_ascii=False))
+    else:
+        print(f"created persona '{args.id}': edit {path}, then "
+              f"`persona-studio import FILE --persona {args.id} --me NAME`")
     return 0
 
 

@@ -35,6 +35,17 @@ class BadRecord(ValueError):
     """One record is unusable; it is counted in stats.bad, the file goes on."""
 
 
+class SkipRecord(Exception):
+    """A good record that is deliberately not imported; counted in stats.skipped_kinds by reason."""
+
+
+# Tool use: a turn in one of these roles, or an assistant turn that calls a tool. The answer
+# after it cites tool output the persona will never see in training or chat, so the record
+# is skipped whole (and counted) instead of teaching answers out of thin air.
+_TOOL_ROLES = {"tool", "function", "ipython", "observation", "function_call", "tool_call", "tool_response"}
+_TOOL_KEYS = ("tool_calls", "function_call", "tool_call_id")
+
+
 def _keys(head: str) -> set[str]:
     return set(_KEY.findall(head))
 
@@ -126,8 +137,9 @@ def _records(path: Path, encoding: str, stats: ReadStats) -> Iterator[tuple[str,
 def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
-    if isinstance(content, list):  # OpenAI content parts
-        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+    if isinstance(content, list):  # content parts: OpenAI {type: text, text}, or {type?, value}
+        parts = [p.get("text", p.get("value")) for p in content
+                 if isinstance(p, dict) and p.get("type", "text") == "text"]
         if all(isinstance(p, str) for p in parts) and parts:
             return "\n".join(parts)
     raise BadRecord("content is not text")
@@ -152,6 +164,8 @@ def _turns(turns: Any, conv: int, stats: ReadStats, role_key: str, text_key: str
             raise BadRecord("a turn is not an object")
         role = turn.get(role_key, turn.get("role"))
         text = turn.get(text_key, turn.get("content"))
+        if str(role).lower() in _TOOL_ROLES or any(turn.get(k) for k in _TOOL_KEYS):
+            raise SkipRecord("tool_calls")
         if role is None or text is None:
             raise BadRecord(f"a turn lacks {role_key!r} or {text_key!r}")
         msg = _turn(role, text, conv, stats, turn.get("name"))
@@ -282,6 +296,9 @@ def read(path: Path, encoding: str, stats: ReadStats, fmt: str) -> Iterator[Mess
             messages = per_record(record, conv, stats)
         except BadRecord as exc:
             stats.add_bad(at, str(exc))
+            continue
+        except SkipRecord as exc:
+            stats.skip(str(exc))
             continue
         if not messages:
             stats.add_bad(at, "no usable turns")
