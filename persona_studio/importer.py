@@ -121,13 +121,17 @@ def import_files(
 def _import_files(
     ws: Any, persona_id: str, paths: Sequence[str | Path], me: str | None, fmt: str, progress: Progress | None
 ) -> dict[str, Any]:
+    from persona_studio.ingest.base import check_readable
+
     check_persona(ws, persona_id)
     files = []
     for p in paths:
         path = Path(p).expanduser()
-        if not path.is_file():
-            raise UserError(f"{path}: no such file")
-        files.append((path, file_sha256(path)))
+        check_readable(path)
+        try:
+            files.append((path, file_sha256(path)))
+        except OSError as exc:  # readable a moment ago: a flaky mount, a file replaced meanwhile
+            raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
     store = ws.store()
     try:
         results = []

@@ -170,12 +170,11 @@ def run_import(args: argparse.Namespace, ws: Any) -> int:
 
 
 def run_speakers(args: argparse.Namespace, _ws: None) -> int:
-    from persona_studio.errors import UserError
     from persona_studio.ingest import speakers
+    from persona_studio.ingest.base import check_readable
 
     path = Path(args.file).expanduser()
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
+    check_readable(path)
     rows = speakers(path, args.format)
     if args.json:
         _print_json([[s, n] for s, n in rows])

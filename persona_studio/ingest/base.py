@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from persona_studio.errors import UserError
@@ -43,6 +45,27 @@ class Message:
 
 class ImportError_(UserError, ValueError):
     """A whole-file failure: one line naming the file and line/record. Nothing is stored."""
+
+
+def check_readable(path: Path) -> None:
+    """ImportError_ (one line) unless `path` is a regular file this process can read: a
+    directory, a pipe or an unreadable file is named as such, never a traceback later."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ImportError_(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ImportError_(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode):
+        raise ImportError_(f"{path}: is a directory, not a chat export (name the export file inside it)")
+    if not stat.S_ISREG(mode):
+        # A pipe (`<(...)`) can be read only once; sniffing the format already reads it.
+        raise ImportError_(f"{path}: not a regular file (save the export to a file first)")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ImportError_(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 # Python lists of at most about this much text at a time: a Block may hold megabytes.

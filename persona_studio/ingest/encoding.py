@@ -103,8 +103,11 @@ def _valid_prefix(first: bytes, rest: BinaryIO) -> str | None:
             try:
                 # At the prefix limit a multi-byte char may be cut: that's no error.
                 dec.decode(chunk, final=at_eof)
-            except UnicodeDecodeError:
-                del decoders[enc]
+            except UnicodeDecodeError as exc:
+                # Nor is a file cut short inside its last character (an interrupted copy): it
+                # is still UTF-8, and reading replaces the stub with U+FFFD.
+                if not (at_eof and enc == "utf-8" and exc.reason == "unexpected end of data"):
+                    del decoders[enc]
         seen += len(chunk)
         if at_eof or seen >= PREFIX_BYTES:
             break
