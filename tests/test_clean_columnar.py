@@ -110,7 +110,9 @@ def check_equal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: str, 
 
 
 CHAT_EXPORTS = ["wechat_private.csv", "wechat_group_gbk.csv", "telegram_full.json", "whatsapp_android.txt",
-                "whatsapp_ios.txt", "whatsapp_utf16.txt", "qq_history.txt", "discord_channel.json"]
+                "whatsapp_ios.txt", "whatsapp_utf16.txt", "qq_history.txt", "discord_channel.json",
+                "wechat_content_json.csv", "wechat_iso_english.csv", "whatsapp_locales/ar.txt",
+                "whatsapp_locales/fr.txt", "whatsapp_locales/zh.txt"]
 
 
 @pytest.mark.parametrize("name", CHAT_EXPORTS)

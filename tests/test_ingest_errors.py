@@ -168,7 +168,7 @@ def test_utf16_json_dataset(tmp_path: Path) -> None:
     path.write_bytes((DATA / "sharegpt.json").read_text(encoding="utf-8").encode("utf-16"))
     stats = ReadStats()
     msgs = list(read(path, stats=stats))
-    assert stats.encoding == "utf-16" and stats.read == 8 and msgs[2].text == "Forty winters.\nMaybe forty-one."
+    assert stats.encoding == "utf-16" and stats.read == 5 and msgs[2].text == "Forty winters.\nMaybe forty-one."
 
 
 def test_ingest_import_stays_light() -> None:

@@ -185,11 +185,12 @@ def test_discord_export() -> None:
 
 def test_openai_jsonl_bad_lines_are_counted_not_fatal() -> None:
     msgs, stats = load("openai_chat.jsonl")
-    assert stats.read == 7 and stats.bad == 3
+    assert stats.read == 5 and stats.bad == 3
     assert stats.bad_examples[0] == f"{DATA / 'openai_chat.jsonl'}:3: bad JSON (Expecting ',' delimiter)"
-    assert stats.skipped_kinds == {"role:tool": 1}
+    # the tool conversation is skipped whole: its answer cites tool output the model won't see
+    assert stats.skipped_kinds == {"tool_calls": 1}
     assert [(m.conv, m.role) for m in msgs] == [(0, "system"), (0, "user"), (0, "assistant"), (1, "user"),
-                                                (1, "assistant"), (2, "user"), (2, "assistant")]
+                                                (1, "assistant")]
     assert msgs[4].speaker == "Mira"
     assert msgs[4].text == "Keep your eyes on the horizon\nand your hands off the red lever."
     assert all(m.ts is None and m.kind == "text" for m in msgs)
@@ -198,9 +199,9 @@ def test_openai_jsonl_bad_lines_are_counted_not_fatal() -> None:
 def test_sharegpt_json() -> None:
     msgs, stats = load("sharegpt.json")
     assert stats.bad == 1 and stats.bad_examples[0].endswith("sharegpt.json:record 3: a turn lacks 'from' or 'value'")
-    assert stats.skipped_kinds == {"role:function_call": 1, "role:observation": 1}
+    assert stats.skipped_kinds == {"tool_calls": 1}
     assert [(m.conv, m.role) for m in msgs] == [(0, "system"), (0, "user"), (0, "assistant"), (0, "user"),
-                                                (0, "assistant"), (1, "system"), (1, "user"), (1, "assistant")]
+                                                (0, "assistant")]
     assert msgs[2].text == "Forty winters.\nMaybe forty-one."
 
 
@@ -224,10 +225,10 @@ def test_alpaca_with_history_and_system() -> None:
 
 def test_chatglm_all_shapes() -> None:
     msgs, stats = load("chatglm.jsonl")
-    assert stats.skipped_kinds == {"role:tool": 1, "role:observation": 1}
-    assert sorted({m.conv for m in msgs}) == [0, 1, 2, 3]
-    assert [(m.role, m.text) for m in msgs if m.conv == 2] == [("user", "2是质数吗？"), ("assistant", "是的，2是唯一的偶质数。")]
-    assert [m.text for m in msgs if m.conv == 3] == ["0是质数吗？", "也不是。", "1是质数吗？", "不是。"]
+    assert stats.skipped_kinds == {"tool_calls": 1}
+    assert sorted({m.conv for m in msgs}) == [0, 1, 2]
+    assert [(m.role, m.text) for m in msgs if m.conv == 1] == [("user", "2是质数吗？"), ("assistant", "是的，2是唯一的偶质数。")]
+    assert [m.text for m in msgs if m.conv == 2] == ["0是质数吗？", "也不是。", "1是质数吗？", "不是。"]
 
 
 def test_chatglm_file_also_reads_as_sharegpt() -> None:

@@ -92,7 +92,8 @@ def _clock_seconds(time_part: str) -> int | None:
 
 
 def parse_wall_time(text: str) -> float:
-    """`2024/10/4 11:42`, `2024-10-04 11:42:10`, `2024-10-04`, or unix seconds/milliseconds."""
+    """`2024/10/4 11:42`, `2024-10-04 11:42:10`, `2024-10-04`, ISO 8601 with `T`/`Z`/an offset,
+    or unix seconds/milliseconds."""
     # Fast path: the common `DATE HH:MM[:SS]` shape with a date seen before, no regex.
     date_part, _, time_part = text.partition(" ")
     day = _DAY_CACHE.get(date_part)
@@ -116,6 +117,12 @@ def parse_wall_time(text: str) -> float:
     if text.isdigit():
         value = float(text)
         return value / 1000 if value > 1e11 else value
+    if len(text) >= 16 and text[4] == "-" and text[10] in "T ":
+        # ISO 8601 with a zone (`2024-10-04T11:42:10Z`, `…+08:00`): the true instant
+        try:
+            return parse_iso(text)
+        except ValueError:
+            pass
     raise ValueError(f"bad time {text[:40]!r}")
 
 

@@ -76,4 +76,15 @@ def read(path: Path, encoding: str, stats: ReadStats) -> Iterator[Message]:
     parts = [context.get("guild.name"), context.get("channel.category"), context.get("channel.name")]
     chat = " / ".join(str(p) for p in parts if p)
     records = ((value, chat) for value in jsonstream.items(path, encoding, "messages.item"))
-    yield from json_messages(path, records, to_message, stats, (ValueError, TypeError, KeyError))
+    # Exports of overlapping date ranges joined together, or re-fetched pages, repeat messages:
+    # a message id is imported once (ids are snowflakes, unique per message across Discord).
+    seen: set[str] = set()
+    for message in json_messages(path, records, to_message, stats, (ValueError, TypeError, KeyError)):
+        mid = message.meta.get("id")
+        if mid is not None:
+            if str(mid) in seen:
+                stats.read -= 1
+                stats.skip("duplicate_id")
+                continue
+            seen.add(str(mid))
+        yield message

@@ -2,7 +2,11 @@
 
 Header `id,MsgSvrID,type_name,is_sender,talker,room_name,msg,src,CreateTime[,is_forward]`;
 `msg` may hold newlines inside quotes. is_sender=1 is the account owner, who becomes speaker
-"me".
+"me". Variants read too: older WeChatMsg/PyWxDump exports with a `content` column holding
+`{"src": …, "msg": …}` (JSON or a Python dict literal) instead of `msg`; ISO 8601 CreateTime
+with `T`, `Z` or an offset (WeFlow); English type names. A quote reply's quoted text
+(`[引用]…`, or a `「…」` block over a `- - -` rule) is someone else's words: it is cut, the
+reply kept.
 
 Two readers, one result. The file is cut into chunks of whole records (ingest/csvchunks.py)
 and pyarrow turns each into a Block with column operations (ingest/wechat_arrow.py). A chunk
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -34,7 +39,8 @@ if TYPE_CHECKING:
 
 NAME = "wechat"
 REQUIRED = ("type_name", "is_sender", "talker", "msg", "CreateTime")
-KNOWN = ("id", "MsgSvrID", "type_name", "is_sender", "talker", "room_name", "msg", "src", "CreateTime", "is_forward")
+KNOWN = ("id", "MsgSvrID", "type_name", "is_sender", "talker", "room_name", "msg", "src", "CreateTime", "is_forward",
+         "content")
 ME = "me"
 ME_ID = "is_sender:1"
 PARSERS = 2  # chunks parsed at once
@@ -50,7 +56,59 @@ KINDS: dict[str, Kind] = {
     "视频": "video",
     "文件": "file",
     "撤回消息": "recall",
+    # English type names (WeFlow and translated tools), matched casefolded
+    "text": "text", "image": "image", "picture": "image", "photo": "image", "sticker": "sticker",
+    "emoji": "sticker", "animated sticker": "sticker", "quote": "quote", "reply": "quote", "system": "system",
+    "system notice": "system", "voice": "voice", "audio": "voice", "video": "video", "file": "file",
+    "recall": "recall", "revoke": "recall", "revoked": "recall",
 }
+
+
+def kind_of(type_name: str) -> Kind:
+    return KINDS.get(type_name) or KINDS.get(type_name.casefold(), "other")
+
+
+QUOTE_MARK = "[引用]"
+_QUOTE_RULE = re.compile(r"^\s*(?:-\s){5,}-?\s*$", re.M)  # "- - - - - - -" under a 「quoted」 block
+
+
+def strip_quote(text: str) -> tuple[str, bool]:
+    """(the reply without the quoted text, whether a quote was cut)."""
+    if QUOTE_MARK in text:
+        at = text.find(QUOTE_MARK)
+        if at > 0:  # "reply\n[引用]name: quoted"
+            return text[:at].rstrip(), True
+        # "[引用]name: quoted" first: the reply follows a rule or a blank line, else the next line
+        rest = text[len(QUOTE_MARK):]
+        rule = _QUOTE_RULE.search(rest)
+        if rule:
+            return rest[rule.end():].strip(), True
+        _, _, reply = rest.partition("\n\n") if "\n\n" in rest else rest.partition("\n")
+        return reply.strip(), True
+    if text.startswith("「"):
+        rule = _QUOTE_RULE.search(text)
+        if rule and "」" in text[:rule.start()]:
+            return text[rule.end():].strip(), True
+    return text, False
+
+
+def content_msg(value: str) -> str:
+    """The text of an older export's `content` cell: `{"src": …, "msg": …}` as JSON or a Python
+    dict literal; anything else is the text itself."""
+    v = value.strip()
+    if not (v.startswith("{") and v.endswith("}")):
+        return value
+    import ast
+    import json
+
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            d = parse(v)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            continue
+        if isinstance(d, dict) and isinstance(d.get("msg"), str):
+            return d["msg"]
+    return value
 
 # A long message (a pasted article) can exceed csv's 128 KiB default field limit.
 _FIELD_LIMIT = 16 << 20
@@ -72,7 +130,7 @@ def sniff(head: str) -> bool:
     """A comma header naming at least three of the known columns (so a file missing some
     still reaches `read`, which names what is missing)."""
     cols = set(_header(head))
-    return len(cols & set(KNOWN)) >= 3 and ("msg" in cols or "type_name" in cols or "talker" in cols)
+    return len(cols & set(KNOWN)) >= 3 and bool(cols & {"msg", "type_name", "talker"})
 
 
 def read(path: Path, encoding: str, stats: ReadStats) -> Iterator[Message]:
@@ -107,6 +165,11 @@ def read_blocks(path: Path, encoding: str, stats: ReadStats) -> Iterator[Block]:
             yield from _numbered(_row_blocks(reader, cols, path, reader.line_num, stats), stats)
             return
         cols = _Columns(_read_header(_reader(io.BytesIO(head.data.to_pybytes())), path))
+        if cols.content_json:  # older exports: every cell's JSON is decoded in Python anyway
+            reader = _reader(chunks.rest(head))
+            next(reader)
+            yield from _numbered(_row_blocks(reader, cols, path, reader.line_num, stats), stats)
+            return
         arrow = ArrowColumns(cols)
         seq = 1
         # Two chunks parse at once (pyarrow's parser runs without the GIL); blocks come out
@@ -163,7 +226,8 @@ def _read_header(reader: Any, path: Path) -> list[str]:
     except csv.Error as exc:
         raise ImportError_(f"{path}:1: bad CSV header ({exc})") from None
     header = [h.strip().lstrip("\ufeff") for h in header]
-    missing = [c for c in REQUIRED if c not in header]
+    have = set(header) | ({"msg"} if "content" in header else set())
+    missing = [c for c in REQUIRED if c not in have]
     if missing:
         raise ImportError_(f"{path}:1: missing CSV column(s): {', '.join(missing)}")
     return header
@@ -208,7 +272,9 @@ class _Columns:
         self.n_header = len(header)
         self.width = max(col.values()) + 1
         self.i_type, self.i_sender, self.i_talker = col["type_name"], col["is_sender"], col["talker"]
-        self.i_msg, self.i_time = col["msg"], col["CreateTime"]
+        # Older exports: a `content` column of {"src", "msg"} objects instead of `msg`.
+        self.content_json = "msg" not in col
+        self.i_msg, self.i_time = col["msg"] if "msg" in col else col["content"], col["CreateTime"]
         self.i_room, self.i_svr, self.i_fwd = col.get("room_name"), col.get("MsgSvrID"), col.get("is_forward")
 
     def slow(self, rows: list[list[str]], path: Path, line: int, stats: ReadStats) -> Block:
@@ -239,10 +305,16 @@ class _Columns:
                 add_bad(where(path, start), f"bad is_sender {sender[:20]!r}")
                 continue
             type_name = row[self.i_type].strip()
-            kind = KINDS.get(type_name, "other")
+            kind = kind_of(type_name)
             text = row[self.i_msg]
+            if self.content_json:
+                text = content_msg(text)
             if "\r" in text:
                 text = text.replace("\r\n", "\n")
+            if kind in ("text", "quote"):
+                text, quoted = strip_quote(text)
+                if quoted:
+                    kind = "quote"
             talker = row[self.i_talker]
             fields: dict[str, Any] = {"is_sender": int(sender)}
             svr = row[self.i_svr] if self.i_svr is not None else ""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from persona_studio.ingest.wechat import KINDS, ME, ME_ID
+from persona_studio.ingest.wechat import ME, ME_ID, QUOTE_MARK, kind_of
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -87,10 +87,14 @@ class ArrowColumns:
 
         type_idx, type_names = _dict(batch.column(names[cols.i_type]))
         type_names = [t.strip() for t in type_names]
-        kinds = [KINDS.get(t, "other") for t in type_names]
+        kinds = [kind_of(t) for t in type_names]
         kind = _dictionary(type_idx, kinds)
 
         text = batch.column(names[cols.i_msg])
+        # Quote replies carry the quoted text: the row path cuts it (rare, so no kernel for it).
+        for mark in (QUOTE_MARK, "- - - - -"):
+            if pc.any(pc.match_substring(text, mark)).as_py():
+                return None
         if has_cr:  # quoted newlines keep the file's CRLF; messages use "\n"
             text = pc.replace_substring(text, "\r\n", "\n")
         if cols.i_room is not None:

@@ -1,7 +1,8 @@
 """Character cards inside PNG files, read and written by walking chunks (no image library).
 
 A card is a `tEXt` chunk whose keyword is `chara` (V2) or `ccv3` (V3) and whose text is
-base64 of the card's UTF-8 JSON. Reading checks every chunk's CRC so a damaged file gives
+base64 of the card's UTF-8 JSON. Some editors write the same text in an `iTXt` (or `zTXt`)
+chunk, compressed or not: those are read alike; cards are always written as `tEXt`. Reading checks every chunk's CRC so a damaged file gives
 one clear error instead of a half-read card.
 """
 
@@ -52,12 +53,51 @@ def _chunk(ctype: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + ctype + data + struct.pack(">I", zlib.crc32(ctype + data))
 
 
+# A compressed card chunk may not inflate past this (base64 of the largest card JSON, and some).
+_MAX_INFLATED = 12 << 20
+_TEXT_TYPES = (b"tEXt", b"iTXt", b"zTXt")
+
+
+def _inflate(data: bytes, source: str, key: str) -> bytes:
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(data, _MAX_INFLATED)
+    except zlib.error as exc:
+        raise PngError(f"{source}: text chunk '{key}': bad compressed data ({exc})") from None
+    if d.unconsumed_tail:
+        raise PngError(f"{source}: text chunk '{key}': inflates past {_MAX_INFLATED >> 20} MB (refused)")
+    return out
+
+
+def _text_of(ctype: bytes, data: bytes, source: str) -> tuple[str, str] | None:
+    """(keyword, text) of a tEXt, zTXt or iTXt chunk; None for one without a keyword."""
+    if b"\0" not in data:
+        return None
+    key_b, _, rest = data.partition(b"\0")
+    key = key_b.decode("latin-1")
+    if ctype == b"tEXt":
+        return key, rest.decode("latin-1")
+    if ctype == b"zTXt":  # compression method byte, then zlib data of latin-1 text
+        return key, _inflate(rest[1:], source, key).decode("latin-1")
+    # iTXt: compression flag, method, language tag\0, translated keyword\0, UTF-8 text
+    if len(rest) < 2:
+        return None
+    flag, body = rest[0], rest[2:]
+    _lang, _, body = body.partition(b"\0")
+    _translated, _, text = body.partition(b"\0")
+    if flag:
+        text = _inflate(text, source, key)
+    return key, text.decode("utf-8", errors="replace")
+
+
 def text_chunks(blob: bytes, source: str) -> dict[str, str]:
+    """keyword -> text of every tEXt, zTXt and iTXt chunk (the first of each keyword)."""
     out: dict[str, str] = {}
     for ctype, data in chunks(blob, source):
-        if ctype == b"tEXt" and b"\0" in data:
-            key, _, text = data.partition(b"\0")
-            out.setdefault(key.decode("latin-1"), text.decode("latin-1"))
+        if ctype in _TEXT_TYPES:
+            found = _text_of(ctype, data, source)
+            if found is not None:
+                out.setdefault(*found)
     return out
 
 
@@ -91,7 +131,7 @@ def with_text_chunks(image: bytes, cards: list[tuple[str, dict]], source: str) -
     """`image` with old card chunks removed and one tEXt chunk per (keyword, card) before IEND."""
     out = [SIGNATURE]
     for ctype, data in chunks(image, source):
-        if ctype == b"tEXt" and data.partition(b"\0")[0].decode("latin-1") in CARD_KEYWORDS:
+        if ctype in _TEXT_TYPES and data.partition(b"\0")[0].decode("latin-1") in CARD_KEYWORDS:
             continue
         if ctype == b"IEND":
             for keyword, card in cards:
