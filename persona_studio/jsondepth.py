@@ -13,6 +13,7 @@ the rare quotes that follow a backslash.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 # Real exports nest about 6 levels (Telegram: file > messages > message > text > entity).
@@ -100,3 +101,16 @@ def line_of(data: bytes | str, offset: int) -> int:
     """1-based line of a byte offset into `data` (str data is measured in UTF-8)."""
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     return raw.count(b"\n", 0, offset) + 1
+
+
+def loads(text: str | bytes, limit: int = MAX_DEPTH) -> Any:
+    """json.loads for untrusted text: TooDeep past `limit`, and a number too long for Python's
+    int conversion limit is a JSONDecodeError like any other bad JSON (not a bare ValueError)."""
+    check(text, limit)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError as exc:
+        doc = text if isinstance(text, str) else text.decode("utf-8", "replace")
+        raise json.JSONDecodeError(str(exc).split(";")[0], doc, 0) from None

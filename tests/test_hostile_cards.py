@@ -165,3 +165,27 @@ def test_oversized_cards_and_persona_files_are_refused_before_reading(
     assert rc == 2 and err.strip() == ("persona-studio: error: personas/fat/persona.jsonc: too big for a "
                                        f"character card (280.0 MB; the limit is {MAX_CARD_BYTES >> 20}.0 MB)")
     assert workspace.persona_ids() == ["fat"]
+
+
+def test_many_compressed_text_chunks_are_not_all_inflated(
+    workspace: Workspace, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 500 KB PNG whose 40 zTXt chunks would each inflate to 12 MB (480 MB in all): only
+    the card's own chunk is read."""
+    import tracemalloc
+    import zlib
+
+    bomb = zlib.compress(b"\0" * (12 << 20), 9)
+    image = png.with_text_chunks(png.default_image("z"), [("chara", {"name": "Zed"})], "x")
+    extra = b"".join(png._chunk(b"zTXt", f"k{i}".encode() + b"\0\0" + bomb) for i in range(40))
+    path = tmp_path / "bomb.png"
+    path.write_bytes(image[:33] + extra + image[33:])  # after IHDR
+    assert path.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        rc, out, err = run(capsys, "persona", "import", str(path), "--json", "-w", str(workspace.root))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert rc == 0 and json.loads(out)["name"] == "Zed", err
+    assert peak < 64 << 20, f"peak {peak >> 20} MB"

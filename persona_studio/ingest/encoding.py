@@ -11,8 +11,9 @@ from __future__ import annotations
 import codecs
 import io
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from persona_studio.ingest.base import ImportError_
 
@@ -71,9 +72,34 @@ def open_raw(path: Path) -> BinaryIO:
     try:
         # Closing the ZipFile here is fine: the member stream keeps the file open until it closes.
         with zipfile.ZipFile(path) as zf:
-            return zf.open(_zip_member(path, zf))  # type: ignore[return-value]
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError) as exc:
+            return io.BufferedReader(_ZipStream(path, zf.open(_zip_member(path, zf))))  # type: ignore[return-value]
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, zlib.error,
+            EOFError) as exc:
         raise ImportError_(f"{path}: unreadable ZIP archive ({exc})") from None
+
+
+class _ZipStream(io.RawIOBase):
+    """A ZIP member's bytes. Damage shows only while reading (a bad CRC at the end, corrupt
+    deflate data, an archive cut short), possibly deep into a parse: it becomes one line then."""
+
+    def __init__(self, path: Path, member: BinaryIO) -> None:
+        self._path = path
+        self._member = member
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            data = self._member.read(len(buffer))
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            raise ImportError_(f"{self._path}: damaged ZIP archive ({exc})") from None
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._member.close()
+        super().close()
 
 
 def _utf16_guess(head: bytes) -> str | None:

@@ -100,10 +100,9 @@ def _loads(path: Path, lineno: int, line: str) -> Any:
     """json.loads of one JSONL line, refusing (for the whole file) a line nested too deep:
     that is hostile input, and json.loads would die of a RecursionError on it."""
     try:
-        jsondepth.check(line)
+        return jsondepth.loads(line)
     except jsondepth.TooDeep as exc:
         raise ImportError_(f"{where(path, lineno)}: {exc} (refused)") from None
-    return json.loads(line)
 
 
 def _records(path: Path, encoding: str, stats: ReadStats) -> Iterator[tuple[str, Any]]:
@@ -274,7 +273,7 @@ def _sillytavern(path: Path, encoding: str, stats: ReadStats) -> Iterator[Messag
         speaker = str(record.get("name") or role)
         try:
             ts = _st_time(record.get("send_date"))
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: an integer too big for a float
             ts = None
         meta = {"swipes": len(record["swipes"])} if isinstance(record.get("swipes"), list) else {}
         stats.read += 1

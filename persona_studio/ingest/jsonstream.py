@@ -67,7 +67,7 @@ def json_error(path: Path, encoding: str, exc: Exception, reader: CountingReader
     """Turn an ijson failure into one line: `chat.json:123: truncated JSON (…)`."""
     if isinstance(exc, TooDeep):
         return ImportError_(f"{path}:{reader.too_deep_line}: {exc} (refused: a chat export nests a few levels)")
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    detail = str(exc).strip().splitlines()[0].split(";")[0] if str(exc).strip() else type(exc).__name__
     if "premature EOF" in detail:
         last = reader.lines + (0 if reader.last_byte == b"\n" else 1)
         return ImportError_(f"{path}:{last}: truncated JSON (unexpected end of file)")
@@ -85,6 +85,8 @@ def json_error(path: Path, encoding: str, exc: Exception, reader: CountingReader
             if err.pos >= len(text.rstrip()):
                 return ImportError_(f"{path}:{err.lineno}: truncated JSON (unexpected end of file)")
             return ImportError_(f"{path}:{err.lineno}: bad JSON ({err.msg}, column {err.colno})")
+        except (ValueError, RecursionError):
+            pass  # json stumbled elsewhere (a number past the int limit, nesting past NaN…): use ijson's spot
     return ImportError_(f"{path}:{reader.lines_before_chunk + 1}: bad JSON near here ({detail})")
 
 
@@ -93,7 +95,7 @@ def items(path: Path, encoding: str, prefix: str) -> Iterator[Any]:
     reader = open_json(path, encoding)
     try:
         yield from ijson.items(reader, prefix, use_float=True, buf_size=BUF_SIZE)
-    except (ijson.JSONError, TooDeep) as exc:
+    except (ijson.JSONError, ValueError, OverflowError) as exc:  # ValueError: TooDeep, ints
         raise json_error(path, encoding, exc, reader) from None
     finally:
         reader.close()
@@ -113,7 +115,7 @@ def head_context(
                 return context, value
             if keep(prefix) and event in ("string", "number", "boolean", "null"):
                 context[prefix] = value
-    except (ijson.JSONError, TooDeep) as exc:
+    except (ijson.JSONError, ValueError, OverflowError) as exc:  # ValueError: TooDeep, ints
         raise json_error(path, encoding, exc, reader) from None
     finally:
         reader.close()
@@ -157,7 +159,7 @@ def walk(
                     yield prefix, value, context
                 elif keep(prefix):
                     context[prefix] = value
-    except (ijson.JSONError, TooDeep) as exc:
+    except (ijson.JSONError, ValueError, OverflowError) as exc:  # ValueError: TooDeep, ints
         raise json_error(path, encoding, exc, reader) from None
     finally:
         reader.close()

@@ -73,12 +73,10 @@ def parse_card_json(raw: bytes, source: str) -> Any:
     except UnicodeDecodeError as exc:
         raise CardError(f"{source}: not UTF-8 text (byte {exc.start})") from None
     try:
-        jsondepth.check(text, MAX_CARD_DEPTH)
+        return jsondepth.loads(text, MAX_CARD_DEPTH)
     except jsondepth.TooDeep as exc:
         line = jsondepth.line_of(text, exc.offset)
         raise CardError(f"{source}:{line}: {exc} (refused)") from None
-    try:
-        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise CardError(f"{source}:{exc.lineno}: not valid JSON: {exc.msg}") from None
 

@@ -120,8 +120,7 @@ def jsonl_records(text: str, source: str) -> list[str]:
         if not line.strip():
             continue
         try:
-            jsondepth.check(line)  # json.loads dies of a RecursionError on hostile nesting
-            rec = json.loads(line)
+            rec = jsondepth.loads(line)  # json.loads dies of a RecursionError on hostile nesting
         except jsondepth.TooDeep as exc:
             raise LoreFileError(f"{source}:{lineno}: {exc} (refused)") from None
         except json.JSONDecodeError as exc:

@@ -90,11 +90,16 @@ def _text_of(ctype: bytes, data: bytes, source: str) -> tuple[str, str] | None:
     return key, text.decode("utf-8", errors="replace")
 
 
-def text_chunks(blob: bytes, source: str) -> dict[str, str]:
-    """keyword -> text of every tEXt, zTXt and iTXt chunk (the first of each keyword)."""
+def text_chunks(blob: bytes, source: str, only: tuple[str, ...] | None = None) -> dict[str, str]:
+    """keyword -> text of every tEXt, zTXt and iTXt chunk (the first of each keyword), or of
+    the keywords in `only`. Only chunks that are kept get inflated: a hostile PNG with
+    thousands of small compressed chunks must not cost thousands of inflations."""
     out: dict[str, str] = {}
     for ctype, data in chunks(blob, source):
         if ctype in _TEXT_TYPES:
+            key = data.partition(b"\0")[0].decode("latin-1")
+            if key in out or (only is not None and key not in only):
+                continue
             found = _text_of(ctype, data, source)
             if found is not None:
                 out.setdefault(*found)
@@ -102,7 +107,7 @@ def text_chunks(blob: bytes, source: str) -> dict[str, str]:
 
 
 def read_card(blob: bytes, source: str) -> dict:
-    texts = text_chunks(blob, source)
+    texts = text_chunks(blob, source, CARD_KEYWORDS)
     keyword = next((k for k in CARD_KEYWORDS if k in texts), None)
     if keyword is None:
         raise PngError(f"{source}: PNG has no character card (no 'ccv3' or 'chara' tEXt chunk)")
@@ -114,8 +119,7 @@ def read_card(blob: bytes, source: str) -> dict:
 
     check_size(f"{source}: tEXt '{keyword}'", len(raw))
     try:
-        jsondepth.check(raw, MAX_CARD_DEPTH)  # before json.loads, which would hit a RecursionError
-        card = json.loads(raw.decode("utf-8-sig"))
+        card = jsondepth.loads(raw.decode("utf-8-sig"), MAX_CARD_DEPTH)  # json.loads within limits
     except jsondepth.TooDeep as exc:
         raise PngError(f"{source}: tEXt '{keyword}': card {exc} (refused)") from None
     except UnicodeDecodeError as exc:
