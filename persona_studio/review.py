@@ -121,17 +121,26 @@ def blocked_hits(store: Store, persona_id: str, word: str | None = None, limit: 
     return [dict(r) for r in store.query(sql, tuple(params))]
 
 
-def set_status(store: Store, sample_ids: list[int], status: str) -> int:
-    """Accept or reject (or reset to pending) samples; returns how many changed."""
+def _check_owner(row: Any, sample_id: int, persona: str | None) -> None:
+    """A sample id from the user must name a sample of the persona they named: ids are global,
+    so `review --persona bob accept 7` must not touch sample 7 when it is alice's."""
+    if row is None:
+        raise ReviewError(f"sample {sample_id}: no such sample")
+    if persona is not None and row["persona_id"] != persona:
+        raise ReviewError(f"sample {sample_id}: not a sample of persona {persona!r} (nothing changed)")
+
+
+def set_status(store: Store, sample_ids: list[int], status: str, *, persona: str | None = None) -> int:
+    """Accept or reject (or reset to pending) samples; returns how many changed. With `persona`,
+    every id must be one of that persona's samples, or nothing changes."""
     if status not in STATUSES:
         raise ReviewError(f"status {status!r}: must be one of {', '.join(STATUSES)}")
     action = {"accepted": "accept", "rejected": "reject", "pending": "reset"}[status]
     changed = 0
     with store.tx() as db:
         for sid in sample_ids:
-            row = db.execute("SELECT status FROM samples WHERE id = ?", (sid,)).fetchone()
-            if row is None:
-                raise ReviewError(f"sample {sid}: no such sample")
+            row = db.execute("SELECT status, persona_id FROM samples WHERE id = ?", (sid,)).fetchone()
+            _check_owner(row, sid, persona)
             if row["status"] == status:
                 continue
             db.execute("UPDATE samples SET status = ? WHERE id = ?", (status, sid))
@@ -158,14 +167,15 @@ def validate_turns(turns: Any) -> list[dict[str, str]]:
     return out
 
 
-def edit_sample(store: Store, sample_id: int, turns: list[dict[str, Any]], pii: Any = None) -> None:
+def edit_sample(store: Store, sample_id: int, turns: list[dict[str, Any]], pii: Any = None, *,
+                persona: str | None = None) -> None:
     """Replace a sample's turns. An edited persona turn also becomes a preference pair (the
-    original as rejected), redacted by `pii` (make_dataset.pii; None = the default rules)."""
+    original as rejected), redacted by `pii` (make_dataset.pii; None = the default rules).
+    With `persona`, the sample must be that persona's."""
     turns = validate_turns(turns)
     with store.tx() as db:
-        row = db.execute("SELECT turns FROM samples WHERE id = ?", (sample_id,)).fetchone()
-        if row is None:
-            raise ReviewError(f"sample {sample_id}: no such sample")
+        row = db.execute("SELECT turns, persona_id FROM samples WHERE id = ?", (sample_id,)).fetchone()
+        _check_owner(row, sample_id, persona)
         after = json.dumps(turns, ensure_ascii=False)
         if json.loads(row["turns"]) == turns:
             return

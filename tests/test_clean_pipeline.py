@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from persona_studio.clean.pipeline import make_dataset
+from persona_studio.errors import UserError
 from persona_studio.importer import import_files
 from persona_studio.workspace import Workspace
 
@@ -129,7 +130,12 @@ def test_rerun_keeps_review_state_and_removes_stale(ws: Workspace) -> None:
 
     # a settings change that alters samples: the old first sample is gone, the untouched one stays
     ws2 = set_settings(ws, '{make_dataset: {blocked_words: ["PASSWORD"], pii: {email: "drop", phone: "keep"}}}')
-    s3 = make_dataset(ws2, "alice")
+    # The accepted sample's text changes (its phone number is kept now): its review work cannot
+    # follow it, so make-dataset refuses unless forced (tests/test_review_work.py).
+    with pytest.raises(UserError, match="would drop the review work on 1 sample"):
+        make_dataset(ws2, "alice")
+    s3 = make_dataset(ws2, "alice", force=True)
+    assert s3["review"] == {"carried_status": 0, "carried_edits": 0, "dropped": 1}
     assert s3["samples"]["new"] == 1 and s3["samples"]["removed_stale"] == 1
     assert s3["samples"]["kept_with_review_state"] == 2
     texts = [r["turns"] for r in rows(ws, "SELECT turns FROM samples ORDER BY id")]

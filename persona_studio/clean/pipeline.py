@@ -283,8 +283,10 @@ def _messages(db: Any, import_id: int) -> Any:
                        roles, convs, strict=True)
 
 
-def make_dataset(ws: Any, persona_id: str, progress: Progress | None = None) -> dict[str, Any]:
-    """Rebuild `persona_id`'s samples from its stored messages; return the run summary."""
+def make_dataset(ws: Any, persona_id: str, progress: Progress | None = None, force: bool = False) -> dict[str, Any]:
+    """Rebuild `persona_id`'s samples from its stored messages; return the run summary.
+    Review work on samples no longer made is carried over to the new ones (clean/carry.py);
+    what cannot be carried makes the run refuse, unless `force`."""
     check_persona(ws, persona_id)
     system = system_prompt(ws, persona_id)
     md = ws.settings.make_dataset
@@ -299,6 +301,7 @@ def make_dataset(ws: Any, persona_id: str, progress: Progress | None = None) -> 
                 " WHERE import_id IN (SELECT id FROM imports WHERE persona_id = ?)",
                 (persona_id,),
             ).fetchone()[0]
+            first_new_id = db.execute("SELECT coalesce(max(id), 0) + 1 FROM samples").fetchone()[0]
             run_id = db.execute(
                 "INSERT INTO dataset_runs (persona_id, settings) VALUES (?, ?)",
                 (persona_id, json.dumps(dataclasses.asdict(md), ensure_ascii=False)),
@@ -320,6 +323,10 @@ def make_dataset(ws: Any, persona_id: str, progress: Progress | None = None) -> 
                 run.writer.close()  # before the transaction ends, whichever way it ends
             if progress is not None:
                 progress(read, total)
+            from persona_studio.clean.carry import CarryReport, carry_review
+
+            # Before stale samples go: their review work moves to the re-made ones (or we refuse).
+            carried = carry_review(db, persona_id, run_id, first_new_id, force, md.pii) if existing else CarryReport()
             removed = db.execute(  # nothing can be stale on a persona's first run: skip the scan
                 "DELETE FROM samples WHERE persona_id = ? AND source = 'import' AND (run_id IS NULL OR run_id != ?)",
                 (persona_id, run_id),
@@ -351,6 +358,7 @@ def make_dataset(ws: Any, persona_id: str, progress: Progress | None = None) -> 
                     "removed_stale": removed,
                     "duplicates_dropped": run.samples["duplicates_dropped"],
                 },
+                "review": carried.to_dict(),
                 "tokens": report(run.lengths, run.tokens.label, run.tokens.exact,
                                  ws.settings.train_sft_args.cutoff_len),
                 "seconds": round(time.monotonic() - started, 2),

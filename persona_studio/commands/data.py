@@ -85,6 +85,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                        help="clean a persona's messages into training samples (re-runnable)")
     p.add_argument("--persona", required=True, metavar="ID")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.add_argument("--force", action="store_true",
+                   help="drop review work (accept/reject/edits) that cannot be carried over to re-made samples")
     p.set_defaults(handler=run_make_dataset)
 
     p = sub.add_parser("score", parents=[common], help="score a persona's samples with the LLM judge")
@@ -187,7 +189,7 @@ def run_speakers(args: argparse.Namespace, _ws: None) -> int:
 def run_make_dataset(args: argparse.Namespace, ws: Any) -> int:
     from persona_studio.clean.pipeline import make_dataset
 
-    summary = _run_with_progress("make-dataset", lambda bar: make_dataset(ws, args.persona, bar))
+    summary = _run_with_progress("make-dataset", lambda bar: make_dataset(ws, args.persona, bar, force=args.force))
     if args.json:
         _print_json(summary)
         return 0
@@ -195,6 +197,10 @@ def run_make_dataset(args: argparse.Namespace, ws: Any) -> int:
     print(f"{args.persona}: {m['read']:,} messages read, {m['kept']:,} kept; "
           f"{s['total']:,} samples ({s['new']:,} new, {s['kept_with_review_state']:,} unchanged, "
           f"{s['removed_stale']:,} removed, {s['duplicates_dropped']:,} duplicates dropped)")
+    carried = summary.get("review") or {}
+    if any(carried.values()):
+        print(f"  review work carried to re-made samples: {carried['carried_status']:,} statuses, "
+              f"{carried['carried_edits']:,} edits; dropped (--force): {carried['dropped']:,} samples")
     if m["skipped"]:
         print("  skipped: " + ", ".join(f"{k} {v:,}" for k, v in m["skipped"].items()))
     if summary["redacted"]:

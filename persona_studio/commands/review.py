@@ -23,7 +23,26 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     q.set_defaults(handler=run_undo)
 
 
+def _known_persona(ws: Workspace, persona: str) -> None:
+    """A typo must not read as "0 samples" or act on nothing silently. Known: a card, or
+    samples (imported before the persona had a card)."""
+    import difflib
+
+    from persona_studio.review import ReviewError
+
+    known = set(ws.persona_ids())
+    if persona in known:
+        return
+    with ws.store() as store:
+        known |= {r[0] for r in store.query("SELECT DISTINCT persona_id FROM samples")}
+    if persona not in known:
+        close = difflib.get_close_matches(persona, sorted(known), n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(sorted(known)) or 'none yet'}"
+        raise ReviewError(f"unknown persona {persona!r} ({hint})")
+
+
 def run_summary(args: argparse.Namespace, ws: Workspace) -> int:
+    _known_persona(ws, args.persona)
     with ws.store() as store:
         info = {
             "persona": args.persona,
@@ -44,13 +63,15 @@ def run_summary(args: argparse.Namespace, ws: Workspace) -> int:
 
 
 def run_status(args: argparse.Namespace, ws: Workspace) -> int:
+    _known_persona(ws, args.persona)
     with ws.store() as store:
-        n = review.set_status(store, args.ids, args.status)
+        n = review.set_status(store, args.ids, args.status, persona=args.persona)
     print(json.dumps({"changed": n, "status": args.status}) if args.json else f"{n} sample(s) now {args.status}")
     return 0
 
 
 def run_undo(args: argparse.Namespace, ws: Workspace) -> int:
+    _known_persona(ws, args.persona)
     with ws.store() as store:
         done = review.undo(store, args.persona, ws.settings.make_dataset.pii)
     if args.json:

@@ -181,7 +181,11 @@ class ReviewScreen(StageScreen):
         s = self.current()
         if s is None:
             return
-        review.set_status(self.store, [s.id], status)
+        try:
+            review.set_status(self.store, [s.id], status, persona=self.persona)
+        except UserError as exc:
+            self.gone(exc)
+            return
         self.action_reload()
         table = self.query_one("#review-table", DataTable)
         if table.cursor_row < table.row_count - 1:
@@ -193,12 +197,25 @@ class ReviewScreen(StageScreen):
             return
 
         def done(turns: list | None) -> None:
-            if turns is not None:
-                review.edit_sample(self.store, s.id, turns, self.workspace.settings.make_dataset.pii)
-                self.notify(f"sample {s.id} edited (u to undo)")
-                self.action_reload()
+            if turns is None:
+                return
+            try:
+                review.edit_sample(self.store, s.id, turns, self.workspace.settings.make_dataset.pii,
+                                   persona=self.persona)
+            except UserError as exc:
+                self.gone(exc)
+                return
+            self.notify(f"sample {s.id} edited (u to undo)")
+            self.action_reload()
 
         self.app.push_screen(EditSample(s), done)
+
+    def gone(self, exc: UserError) -> None:
+        """The sample on screen changed under us (make-dataset re-run in another terminal, say):
+        say so and show what is there now."""
+        self.notify(f"{exc}; the list is reloaded (make-dataset may have re-made the samples)",
+                    severity="warning", timeout=8)
+        self.action_reload()
 
     def action_undo(self) -> None:
         if self.persona is None:
