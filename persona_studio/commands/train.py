@@ -1,6 +1,6 @@
 """`train`, `jobs`: background (Q)LoRA training jobs from the command line.
 
-    persona-studio train --persona ID [--resume] [--wait] [--json]
+    persona-studio train --persona ID [--method sft|dpo|orpo] [--resume] [--wait] [--json]
     persona-studio jobs [list] [--json]
     persona-studio jobs show ID [--json] [--log N]
     persona-studio jobs cancel ID
@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = sub.add_parser("train", parents=[common], help="train a persona's adapter as a background job")
     p.add_argument("--persona", required=True, metavar="ID", help="persona id (directory under personas/)")
     p.add_argument("--resume", action="store_true", help="resume the persona's failed/cancelled job from its checkpoint")
+    p.add_argument("--method", choices=("sft", "dpo", "orpo"), default="sft",
+                   help="sft (default) = on the samples; dpo/orpo = on preference pairs, from the current adapter"
+                        " (settings: train_pref_args)")
     p.add_argument("--wait", action="store_true", help="block until the job ends (exit status as `jobs wait`)")
     p.add_argument("--json", action="store_true", help="print the job as JSON")
     p.set_defaults(handler=run_train)
@@ -52,7 +55,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 def run_train(args: argparse.Namespace, ws: Workspace) -> int:
     from persona_studio.train import jobs
 
-    job = jobs.start_job(ws, args.persona, resume=args.resume)
+    job = jobs.start_job(ws, args.persona, resume=args.resume, method=args.method)
     if args.json:
         print(json.dumps(job.to_dict(), ensure_ascii=False))
     else:

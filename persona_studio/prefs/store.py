@@ -312,12 +312,12 @@ def edit_pair(store: Any, pair_id: int, *, chosen: str | None = None, rejected: 
 
 def training_pairs(store: Any, persona_id: str, sources: Sequence[str] = SOURCES, pii: Any = None) -> list[Pair]:
     """The pairs a preference run uses: from `sources`, redacted by the current rules, none empty or
-    with chosen == rejected, no exact duplicate (same context and texts)."""
+    with chosen == rejected. (The same preference expressed twice counts twice, as it would in a file.)"""
     unknown = [s for s in sources if s not in SOURCES]
     if unknown:
         raise PrefError(f"train_pref_args.sources: unknown source {unknown[0]!r} (known: {', '.join(SOURCES)})")
     redact = Redact(pii)
-    out, seen = [], set()
+    out = []
     for p in list_pairs(store, persona_id, limit=-1):
         if p.source not in sources:
             continue
@@ -327,9 +327,5 @@ def training_pairs(store: Any, persona_id: str, sources: Sequence[str] = SOURCES
         p.system, p.prompt, p.chosen, p.rejected, _ = done
         if not p.chosen.strip() or not p.rejected.strip() or p.chosen.strip() == p.rejected.strip():
             continue
-        key = _dumps([p.system, [(t["role"], t["content"]) for t in p.prompt], p.chosen, p.rejected])
-        if key in seen:
-            continue
-        seen.add(key)
         out.append(p)
     return out

@@ -274,8 +274,9 @@ def _new_job_id(ws: Workspace, persona_id: str) -> str:
     return job_id
 
 
-def start_job(ws: Workspace, persona_id: str, resume: bool = False) -> JobInfo:
-    """Start a training job in the background (or resume the persona's interrupted one)."""
+def start_job(ws: Workspace, persona_id: str, resume: bool = False, method: str = "sft") -> JobInfo:
+    """Start a training job in the background (or resume the persona's interrupted one).
+    `method` dpo|orpo trains on the persona's preference pairs from its current adapter (pref_jobs.py)."""
     check_persona_id(persona_id)
     mine = [j for j in list_jobs(ws) if j.persona_id == persona_id]
     active = [j for j in mine if j.state in ACTIVE]
@@ -288,6 +289,10 @@ def start_job(ws: Workspace, persona_id: str, resume: bool = False) -> JobInfo:
             raise UserError(f"persona {persona_id!r}: no failed or cancelled job to resume{last}")
         job_dir = Path(mine[-1].job_dir)
         spec_mod.load(job_dir / "spec.json")  # refuse a damaged job before starting it
+    elif method != "sft":
+        from persona_studio.train.pref_jobs import create_pref_job
+
+        job_dir = create_pref_job(ws, persona_id, method)
     else:
         job_dir = create_job(ws, persona_id)
     launch(job_dir)

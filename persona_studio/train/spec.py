@@ -15,7 +15,7 @@ from typing import Any
 
 from persona_studio import settings as settings_mod
 from persona_studio.errors import UserError
-from persona_studio.settings import VLLM_LORA_RANKS, TrainSftArgs
+from persona_studio.settings import VLLM_LORA_RANKS, TrainPrefArgs, TrainSftArgs
 
 SPEC_VERSION = 1
 
@@ -40,6 +40,13 @@ class TrainSpec:
     n_eval: int = 0  # held out for eval loss
     created_at: str = ""
     version: int = SPEC_VERSION
+    # Preference runs (train --method dpo|orpo, train/pref_loop.py): `train` then holds the settings
+    # the starting adapter was trained with (its LoRA shape and quantization).
+    method: str = "sft"  # "sft" | "dpo" | "orpo"
+    pref: TrainPrefArgs | None = None
+    sft_adapter: str = ""  # the adapter the run starts from (and, for DPO, its reference)
+    n_pairs: int = 0
+    pair_sources: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), ensure_ascii=False, indent=2) + "\n"
@@ -64,9 +71,15 @@ class TrainSpec:
             train = checker.build(TrainSftArgs, raw.get("train", {}), ("train",))
         except settings_mod.SettingsError as exc:
             raise TrainError(str(exc)) from None
-        kwargs = {k: v for k, v in raw.items() if k != "train"}
+        pref = None
+        if raw.get("pref") is not None:
+            try:
+                pref = checker.build(TrainPrefArgs, raw["pref"], ("pref",))
+            except settings_mod.SettingsError as exc:
+                raise TrainError(str(exc)) from None
+        kwargs = {k: v for k, v in raw.items() if k not in ("train", "pref")}
         try:
-            spec = cls(train=train, **kwargs)
+            spec = cls(train=train, pref=pref, **kwargs)
         except TypeError as exc:
             raise TrainError(f"{source}: {exc}") from None
         validate(spec, source)
@@ -101,6 +114,10 @@ def validate(spec: TrainSpec, source: str = "train_sft_args") -> None:
         raise TrainError(f"{source}: device: must be cuda or cpu, got {spec.device!r}")
     if spec.dtype not in ("bfloat16", "float16", "float32"):
         raise TrainError(f"{source}: dtype: must be bfloat16, float16 or float32, got {spec.dtype!r}")
+    if spec.method not in ("sft", "dpo", "orpo"):
+        raise TrainError(f"{source}: method: must be sft, dpo or orpo, got {spec.method!r}")
+    if spec.method != "sft" and (spec.pref is None or not spec.sft_adapter):
+        raise TrainError(f"{source}: a {spec.method} run needs 'pref' settings and 'sft_adapter'")
     check_base_model(spec.base_model)
 
 

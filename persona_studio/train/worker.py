@@ -113,6 +113,10 @@ class Worker:
         return None
 
     def train(self, spec: spec_mod.TrainSpec) -> str:
+        if spec.method != "sft":  # DPO / ORPO: one process, same status, checkpoints and cancel
+            from persona_studio.train import pref_loop
+
+            return pref_loop.train(spec, self.job_dir, stop=self.stop.is_set)
         if spec.num_gpus > 1:
             return self.train_multi_gpu(spec)
         from persona_studio.train import loop
