@@ -51,3 +51,105 @@ async def test_import_screen_shows_bad_file_error(tmp_path: Path) -> None:
         box = app.screen.query_one("#import-format")
         await wait_until(pilot, lambda: "junk.bin" in str(box.render()), timeout=30)
         assert "binary" in str(box.render()) or "unknown format" in str(box.render())
+
+
+def imports(ws_root: Path) -> list[tuple]:
+    from persona_studio.workspace import Workspace
+
+    with Workspace.open(ws_root).store() as store:
+        return [tuple(r) for r in store.query("SELECT id, persona_id, me FROM imports ORDER BY id")]
+
+
+async def test_enter_picks_me_and_does_not_import(tmp_path: Path) -> None:
+    from textual.widgets import Select
+
+    ws = repo_workspace(tmp_path)
+    app = create_app(ws)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: app.current_mode == "import")
+        app.screen.query_one("#import-files", Input).value = "personas/bob/chats/" + next(
+            p.name for p in (ws / "personas" / "bob" / "chats").iterdir())
+        await pilot.press("ctrl+o")
+        speakers = app.screen.query_one("#import-speakers", OptionList)
+        await wait_until(pilot, lambda: speakers.option_count >= 2, timeout=30)
+        # the file lives in personas/bob/: bob is the target without asking
+        assert app.screen.query_one("#import-persona", Select).value == "bob"
+        ids = [speakers.get_option_at_index(i).id for i in range(speakers.option_count)]
+        speakers.focus()
+        speakers.highlighted = len(ids) - 1
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: ids[-1] in str(app.screen.query_one("#import-me").render()))
+        speakers.focus()
+        speakers.highlighted = 0  # moving on afterwards does not change "me"
+        await pilot.pause(0.3)
+        assert app.screen.me == ids[-1]
+        assert imports(ws) == []  # enter never imports
+
+
+async def test_persona_is_asked_for_then_new_persona_and_undo(tmp_path: Path) -> None:
+    from textual.widgets import Select
+
+    from persona_studio.persona.card import load_persona
+
+    ws = repo_workspace(tmp_path)
+    (ws / "exports").mkdir()
+    chat = ws / "exports" / "chat.txt"
+    chat.write_text("12/31/23, 9:41 PM - Rosa Diaz: are you coming?\n12/31/23, 9:42 PM - Jake: yes, with snacks\n"
+                    "12/31/23, 9:43 PM - Rosa Diaz: <Media omitted>\n12/31/23, 9:44 PM - Jake: see you soon\n",
+                    encoding="utf-8")
+    app = create_app(ws)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: app.current_mode == "import")
+        app.screen.query_one("#import-files", Input).value = "exports/chat.txt"
+        await pilot.press("ctrl+o")
+        speakers = app.screen.query_one("#import-speakers", OptionList)
+        await wait_until(pilot, lambda: speakers.option_count == 2, timeout=30)
+        select = app.screen.query_one("#import-persona", Select)
+        assert not isinstance(select.value, str)  # not in a persona's folder, several personas: ask
+        await pilot.press("ctrl+r")
+        summary = app.screen.query_one("#import-summary")
+        await wait_until(pilot, lambda: "which persona?" in str(summary.render()))
+        assert imports(ws) == []
+        select.value = "new persona…"
+        speakers.focus()
+        speakers.highlighted = [speakers.get_option_at_index(i).id for i in range(2)].index("Jake")
+        await pilot.press("enter")
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: "done" in str(summary.render()) or "nothing" in str(summary.render()),
+                         timeout=60)
+        assert "1 file(s) imported" in str(summary.render())
+        assert imports(ws) == [(1, "jake", "Jake")]
+        assert load_persona(app.workspace, "jake").name == "Jake"
+        await wait_until(pilot, lambda: select.value == "jake")
+
+        await pilot.press("ctrl+z")
+        await wait_until(pilot, lambda: "press ctrl+z again" in str(summary.render()))
+        assert len(imports(ws)) == 1  # one press only asks
+        await pilot.press("ctrl+z")
+        await wait_until(pilot, lambda: "undid import 1" in str(summary.render()), timeout=60)
+        assert imports(ws) == []
+    with app.workspace.store() as store:
+        assert store.query("SELECT count(*) FROM samples WHERE persona_id = 'jake'")[0][0] == 0
+
+
+async def test_tab_completes_the_path(tmp_path: Path) -> None:
+    ws = repo_workspace(tmp_path)
+    app = create_app(ws)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: app.current_mode == "import")
+        box = app.screen.query_one("#import-files", Input)
+        box.focus()
+        await pilot.press(*"personas/ali")
+        await wait_until(pilot, lambda: box._suggestion == "personas/alice/")
+        await pilot.press("tab")
+        assert box.value == "personas/alice/" and app.focused is box
+        await pilot.press(*"ch")
+        await wait_until(pilot, lambda: box._suggestion == "personas/alice/chats/")
+        await pilot.press("tab")
+        assert box.value == "personas/alice/chats/"
+        await wait_until(pilot, lambda: box._suggestion.startswith("personas/alice/chats/sample"))
+        await pilot.press("tab")
+        assert box.value.endswith(".csv")
+        await pilot.pause(0.2)
+        await pilot.press("tab")  # nothing left to complete: tab moves on
+        assert app.focused is not box

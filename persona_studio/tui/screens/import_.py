@@ -1,4 +1,10 @@
-"""The Import stage: pick files, see format and speakers, choose "me", import + make-dataset."""
+"""The Import stage: pick files, see format and speakers, choose "me", import + make-dataset.
+
+Keys: tab completes the path being typed (else moves on); ctrl+o scans; enter on a speaker
+makes it "me" (it never starts an import); ctrl+r imports and builds the dataset; ctrl+z
+undoes the persona's latest import (press twice). The target persona follows the file's
+`personas/<id>/` folder, else it must be picked — or "new persona…", created named after "me".
+"""
 
 from __future__ import annotations
 
@@ -43,10 +49,33 @@ class PathSuggester(Suggester):
         return None
 
 
+class PathInput(Input):
+    """An Input whose tab takes the path suggestion (the README's "tab completes"); with no
+    suggestion showing, tab moves focus on as everywhere else."""
+
+    BINDINGS = [Binding("tab", "complete", "Complete path", show=False)]
+
+    def action_complete(self) -> None:
+        if self._suggestion and self._suggestion != self.value:
+            self.value = self._suggestion
+            self.cursor_position = len(self.value)
+        else:
+            self.screen.focus_next()
+
+
+NEW_PERSONA = "new persona…"
+
+
 class ImportScreen(StageScreen):
     PERSONA_SELECT = "#import-persona"
     STAGE_TITLE = "Import"
-    BINDINGS = [Binding("ctrl+r", "run", "Import + make dataset"), Binding("ctrl+o", "scan", "Scan files")]
+    BINDINGS = [Binding("ctrl+r", "run", "Import + make dataset"), Binding("ctrl+o", "scan", "Scan files"),
+                Binding("ctrl+z", "undo", "Undo last import")]
+
+    class Undone(Message):
+        def __init__(self, summary: dict[str, Any] | None, error: str | None):
+            super().__init__()
+            self.summary, self.error = summary, error
 
     class Scanned(Message):
         def __init__(self, info: list[dict[str, Any]], error: str | None):
@@ -67,13 +96,14 @@ class ImportScreen(StageScreen):
         yield Static("Import chat exports into a persona — WeChat CSV, Telegram, WhatsApp, QQ, Discord, "
                      "OpenAI/ShareGPT/Alpaca…", classes="hint")
         with Horizontal(classes="toolbar"):
-            yield Input(placeholder="chat export file(s), space-separated — tab completes", id="import-files",
-                        suggester=PathSuggester(self.app.workspace.root))  # type: ignore[attr-defined]
+            yield PathInput(placeholder="chat export file(s), space-separated — tab completes", id="import-files",
+                            suggester=PathSuggester(self.app.workspace.root))  # type: ignore[attr-defined]
             yield Button("Scan", id="import-scan")
         with Horizontal(id="import-main"):
             with Vertical(id="import-left"):
-                yield Static("Who is the persona (\"me\")?", classes="stage-title")
+                yield Static("Who is the persona (\"me\")? enter picks", classes="stage-title")
                 yield OptionList(id="import-speakers")
+                yield Static("me: —", id="import-me")
             with Vertical(id="import-right"):
                 yield Select([], prompt="persona", id="import-persona")
                 yield Static("", id="import-format")
@@ -82,8 +112,36 @@ class ImportScreen(StageScreen):
                 yield Static("", id="import-summary")
 
     def on_mount(self) -> None:
-        self.fill_personas("#import-persona")
         self.scanned: list[dict[str, Any]] = []
+        self.me: str | None = None
+        self.undo_armed: int | None = None
+        self.fill_personas("#import-persona")
+
+    def fill_personas(self, selector: str, ids: list[str] | None = None) -> None:
+        """The personas plus "new persona…"; nothing is preselected (unless there is only one
+        persona, or one was chosen): importing into the wrong persona is the costly mistake."""
+        ids = self.workspace.persona_ids() if ids is None else ids
+        if getattr(self, "_persona_options", None) == (selector, ids):
+            return
+        self._persona_options = (selector, ids)
+        sel = self.query_one(selector, Select)
+        keep = sel.value if sel.value in ids else (ids[0] if len(ids) == 1 else None)
+        sel.set_options([(p, p) for p in ids] + [(NEW_PERSONA, NEW_PERSONA)])
+        if keep is not None:
+            sel.value = keep
+
+    def persona_of(self, paths: list[Path]) -> str | None:
+        """The persona whose folder (personas/<id>/…) holds the files, if they agree on one."""
+        root = self.workspace.personas_dir.resolve()
+        found = set()
+        for p in paths:
+            try:
+                rel = p.resolve().relative_to(root)
+            except ValueError:
+                return None
+            found.add(rel.parts[0] if len(rel.parts) > 1 else "")
+        (pid,) = found if len(found) == 1 else ("",)
+        return pid if pid in self.workspace.persona_ids() else None
 
     def paths(self) -> list[Path]:
         raw = self.query_one("#import-files", Input).value.strip()
@@ -136,41 +194,85 @@ class ImportScreen(StageScreen):
                 totals[name] = totals.get(name, 0) + n
         fmt_box.update("\n".join(f"{f['path'].name}: {f['format']}" for f in msg.info))
         for name, n in sorted(totals.items(), key=lambda kv: -kv[1]):
-            speakers.add_option(Option(f"{name} · {n}", id=name))
+            speakers.add_option(Option(f"{escape(name)} · {n}", id=name))
+        self.me = None
+        self._show_me()
+        owner = self.persona_of([f["path"] for f in msg.info])
+        if owner is not None:
+            self.query_one("#import-persona", Select).value = owner
         if totals:
             speakers.highlighted = 0
             speakers.focus()
         self.query_one("#import-run", Button).disabled = False
 
+    def _show_me(self) -> None:
+        label = self.query_one("#import-me", Static)
+        if self.me is not None:
+            label.update(f"me: [b]{escape(self.me)}[/]")
+        elif all(f["format"] in GENERIC for f in self.scanned) and self.scanned:
+            label.update("me: the file's assistant role")
+        else:
+            label.update("me: — (enter on a speaker)")
+
+    @on(OptionList.OptionSelected, "#import-speakers")
+    def _pick_me(self, event: OptionList.OptionSelected) -> None:
+        """Enter on a speaker makes it "me"; starting the import stays ctrl+r / the button."""
+        event.stop()
+        self.me = event.option.id
+        self._show_me()
+        self.query_one("#import-run", Button).focus()
+
     def chosen_me(self) -> str | None:
+        """The speaker picked with enter; else the highlighted one (ctrl+r straight after a scan)."""
+        if self.me is not None:
+            return self.me
         ol = self.query_one("#import-speakers", OptionList)
         if ol.highlighted is None or ol.option_count == 0:
             return None
         return ol.get_option_at_index(ol.highlighted).id
 
-    @on(OptionList.OptionSelected, "#import-speakers")
+    def _new_persona_id(self, name: str) -> str:
+        from persona_studio.persona.card import slug
+
+        base = slug(name)
+        taken = set(self.workspace.persona_ids())
+        pid, n = base, 2
+        while pid in taken or (self.workspace.personas_dir / pid).exists():
+            pid, n = f"{base[:60]}-{n}", n + 1
+        return pid
+
     @on(Button.Pressed, "#import-run")
     def action_run(self) -> None:
+        self.undo_armed = None
+        box = self.query_one("#import-summary", Static)
         persona = self.query_one("#import-persona", Select).value
         if not isinstance(persona, str):
-            self.query_one("#import-summary", Static).update("[b red]pick a persona first[/]")
+            box.update("[b red]which persona? pick one in the persona list (or \"new persona…\")[/]")
+            self.query_one("#import-persona", Select).focus()
             return
         if not self.scanned:
             self.action_scan()
             return
-        me = self.chosen_me()
         generic = all(f["format"] in GENERIC for f in self.scanned)
+        me = None if generic else self.chosen_me()
+        create = persona == NEW_PERSONA
+        if create:
+            if me is None and not generic:
+                box.update("[b red]pick \"me\" first: the new persona is named after that speaker[/]")
+                return
+            persona = self._new_persona_id(me or "persona")
         self.query_one("#import-run", Button).disabled = True
-        self.query_one("#import-summary", Static).update(f"importing as {persona} (me = {me or 'roles in file'})…")
-        self.run_import(persona, [f["path"] for f in self.scanned], None if generic else me)
+        made = f"new persona {persona}, " if create else ""
+        box.update(f"importing as {made}{persona} (me = {me or 'roles in file'})…")
+        self.run_import(persona, [f["path"] for f in self.scanned], me, create)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="import-run")
-    def run_import(self, persona: str, paths: list[Path], me: str | None) -> None:
+    def run_import(self, persona: str, paths: list[Path], me: str | None, create: bool = False) -> None:
         from persona_studio.clean.pipeline import make_dataset
         from persona_studio.importer import import_files
 
         try:
-            imp = import_files(self.workspace, persona, paths, me,
+            imp = import_files(self.workspace, persona, paths, me, create=create,
                                progress=lambda d, t: self.post_message(self.Progress("import", d, t)))
         except UserError as exc:
             self.post_message(self.Finished(None, f"{exc}\nnothing was imported"))
@@ -197,6 +299,9 @@ class ImportScreen(StageScreen):
             return
         assert msg.summary is not None
         imp, ds = msg.summary["import"], msg.summary["dataset"]
+        if imp.get("created_persona"):
+            self.fill_personas("#import-persona")
+            self.query_one("#import-persona", Select).value = imp["persona"]
         red = ", ".join(f"{k} {v}" for k, v in ds.get("redacted", {}).items()) or "none"
         skipped = ", ".join(f"{k} {v}" for k, v in ds["messages"]["skipped"].items()) or "none"
         box.update(
@@ -205,8 +310,53 @@ class ImportScreen(StageScreen):
             f"samples: {ds['samples']['total']} ({ds['samples']['new']} new) · redacted: {red}\n"
             f"skipped: {skipped} · blocked-word hits: {ds['blocked']['hits']}\n"
             f"suggested cutoff_len: {ds['tokens'].get('suggested_cutoff_len', '?')} — review them with key 2"
+            f" · ctrl+z undoes this import"
         )
         self.query_one("#import-progress", ProgressBar).update(total=1, progress=1)
+
+    def action_undo(self) -> None:
+        """First press names what would be undone; the second undoes it."""
+        from persona_studio.importlog import list_imports
+
+        box = self.query_one("#import-summary", Static)
+        persona = self.query_one("#import-persona", Select).value
+        if not isinstance(persona, str) or persona == NEW_PERSONA:
+            box.update("[b red]pick the persona whose import to undo[/]")
+            return
+        latest = next(iter(list_imports(self.workspace, persona)), None)
+        if latest is None:
+            self.undo_armed = None
+            box.update(f"{escape(persona)} has no imports to undo")
+            return
+        if self.undo_armed != latest["id"]:
+            self.undo_armed = latest["id"]
+            box.update(f"[b]press ctrl+z again[/] to undo import {latest['id']} of {escape(persona)}: "
+                       f"{escape(Path(latest['path']).name)}, {latest['messages']:,} messages "
+                       "(its messages and the samples only they made are removed)")
+            return
+        self.undo_armed = None
+        box.update(f"undoing import {latest['id']}…")
+        self.run_undo(latest["id"])
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="import-run")
+    def run_undo(self, import_id: int) -> None:
+        from persona_studio.importlog import undo_import
+
+        try:
+            self.post_message(self.Undone(undo_import(self.workspace, import_id), None))
+        except UserError as exc:
+            self.post_message(self.Undone(None, str(exc)))
+
+    @on(Undone)
+    def _undone(self, msg: Undone) -> None:
+        from persona_studio.importlog import describe
+
+        box = self.query_one("#import-summary", Static)
+        if msg.error:
+            box.update(f"[b red]{escape(msg.error)}[/]")
+        else:
+            assert msg.summary is not None
+            box.update(escape(describe(msg.summary)))
 
 
 GENERIC = {"openai", "sharegpt", "alpaca", "chatglm"}
