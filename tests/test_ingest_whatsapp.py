@@ -164,3 +164,30 @@ def test_invisible_marks_and_no_break_space_names(workspace: Workspace, tmp_path
     add_persona(workspace, "p")
     assert main(["import", str(path), "--persona", "p", "--me", "Mary Ann", "--json", "-w", str(workspace.root)]) == 0
     assert json.loads(capsys.readouterr().out)["me_messages"] == 2
+
+
+def test_other_notices_and_lookalikes(tmp_path: Path) -> None:
+    path = tmp_path / "chat.txt"
+    path.write_text(
+        "[2/3/24, 10:00:00] Ann: \u200enull\n"  # view-once media
+        "[2/3/24, 10:00:01] Ann: \u200etrip.pdf \u2022 \u200e3 pages \u200edocument omitted\n"
+        "[2/3/24, 10:00:02] Ben: \u200eWaiting for this message. This may take a while.\n"
+        "[2/3/24, 10:00:03] Ben: is this chat end-to-end encrypted?\n"  # a person asking: speech
+        "[2/3/24, 10:00:04] Ann: \u200eMissed video call\n"
+        "[2/3/24, 10:00:05] Ann: \u200eBen added Cleo\n"  # iOS writes group events under a name, marked
+        "[2/3/24, 10:00:06] Ann: null and void, that contract\n",
+        encoding="utf-8",
+    )
+    msgs, stats = load(path)
+    assert stats.read == 7
+    assert [m.kind for m in msgs] == ["other", "file", "system", "text", "system", "system", "text"]
+    assert msgs[3].text == "is this chat end-to-end encrypted?"
+    assert msgs[5].speaker == ""  # a group event is nobody's speech
+    assert [m.speaker for m in msgs[:5]] == ["Ann", "Ann", "Ben", "Ben", "Ann"]
+
+
+def test_speakers_leave_out_notices() -> None:
+    from persona_studio.ingest import speakers
+
+    assert speakers(LOCALES / "de.txt") == [("Ben", 4), ("Anna", 3)]
+    assert speakers(LOCALES / "ja.txt") == [("健", 4), ("花子", 3)]  # iOS: the notice under 健's name too

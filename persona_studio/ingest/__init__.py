@@ -124,10 +124,11 @@ def read_blocks(path: Path, fmt: str = "auto", stats: ReadStats | None = None) -
 
 
 def speakers(path: Path, fmt: str = "auto") -> list[tuple[str, int]]:
-    """(speaker, message count), most messages first (ties keep first-seen order)."""
+    """(speaker, message count), most messages first (ties keep first-seen order). Notices
+    nobody wrote (speaker "") are not a speaker anyone could be."""
     from persona_studio.store.blocks import value_counts
 
     counts: Counter[str] = Counter()
     for block in read_blocks(path, fmt):
         counts.update(dict(value_counts(block.batch.column("speaker"), counts)))
-    return counts.most_common()
+    return [(name, n) for name, n in counts.most_common() if name]
