@@ -103,7 +103,8 @@ def undo_import(ws: Workspace, import_id: int) -> dict[str, Any]:
             # Other engineers' per-import rows (preference pairs…) go with ON DELETE CASCADE.
             db.execute("DELETE FROM imports WHERE id = ?", (import_id,))
             rebuilt = None
-            if had_run and samples_before:
+            # (a persona whose card was deleted keeps its samples: nothing to rebuild them with)
+            if had_run and samples_before and persona_id in ws.persona_ids():
                 rebuilt = make_dataset(_InTransaction(ws, db), persona_id)
             samples_after = count_samples()
     finally:
