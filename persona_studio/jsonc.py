@@ -1,7 +1,9 @@
 """Read JSONC/JSON5 with pyjson5, and find the line each key path sits on.
 
 pyjson5 gives values but no positions, and users need "settings.jsonc:14" in an error,
-so a small scanner walks the text once and records the line of every key path.
+so a small scanner walks the text once and records the line of every key path. It also finds
+duplicate keys, which pyjson5 (like json) silently resolves to the last one: a settings file
+that says `seed` twice is a mistake to report, not to guess at.
 """
 
 from __future__ import annotations
@@ -19,13 +21,29 @@ class JsoncError(UserError, ValueError):
     """A syntax error, with the file and line it points at."""
 
 
-def loads(text: str, source: str = "<string>") -> Any:
+Duplicate = tuple[Path_, int, int]  # key path, line of its first and of its second occurrence
+
+
+def loads(text: str, source: str = "<string>", *, unique_keys: bool = False) -> Any:
+    """Parse `text`; with `unique_keys`, a key given twice in one object is an error naming
+    both lines."""
     import pyjson5
 
     try:
-        return pyjson5.decode(text)
+        value = pyjson5.decode(text)
     except pyjson5.Json5Exception as exc:
         raise JsoncError(f"{source}:{_error_line(text, exc)}: syntax error: {_short(exc)}") from None
+    if unique_keys:
+        dups = scan(text)[1]
+        if dups:
+            path, first, second = dups[0]
+            raise JsoncError(f"{source}:{second}: {dotted(path)}: duplicate key (first given on line {first})")
+    return value
+
+
+def dotted(path: Path_) -> str:
+    """('a', 'b', 0, 'c') -> 'a.b[0].c'."""
+    return ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in path).replace(".[", "[") or "(top level)"
 
 
 def load(path: Path) -> tuple[Any, dict[Path_, int]]:
@@ -59,8 +77,14 @@ def key_lines(text: str) -> dict[Path_, int]:
     The scanner understands strings, comments, objects and arrays; anything else is skipped.
     It never raises: a path it cannot place simply has no entry.
     """
+    return scan(text)[0]
+
+
+def scan(text: str) -> tuple[dict[Path_, int], list[Duplicate]]:
+    """`key_lines`, and the keys given twice in one object, in text order."""
     lines: dict[Path_, int] = {}
-    stack: list[list[Any]] = []  # frames: [kind, path, pending_key or index]
+    dups: list[Duplicate] = []
+    stack: list[list[Any]] = []  # frames: [kind, path, pending_key or index, {key: line} of an object]
     i, n, line = 0, len(text), 1
     path: Path_ = ()
     last_string: str | None = None
@@ -97,7 +121,12 @@ def key_lines(text: str) -> dict[Path_, int]:
         elif c == ":":
             if stack and stack[-1][0] == "obj" and last_string is not None:
                 key_path = stack[-1][1] + (last_string,)
-                lines[key_path] = last_string_line
+                seen = stack[-1][3]
+                if last_string in seen:
+                    dups.append((key_path, seen[last_string], last_string_line))
+                else:
+                    seen[last_string] = last_string_line
+                    lines[key_path] = last_string_line
                 stack[-1][2] = last_string
             last_string = None
             i += 1
@@ -111,7 +140,7 @@ def key_lines(text: str) -> dict[Path_, int]:
                 path = parent[1] + (parent[2],)
             if path and path not in lines:
                 lines[path] = line
-            stack.append(["obj" if c == "{" else "arr", path, None if c == "{" else 0])
+            stack.append(["obj" if c == "{" else "arr", path, None if c == "{" else 0, {}])
             last_string = None
             i += 1
         elif c in "}]":
@@ -133,7 +162,7 @@ def key_lines(text: str) -> dict[Path_, int]:
             else:
                 last_string = None
                 i += 1
-    return lines
+    return lines, dups
 
 
 def line_of(lines: dict[Path_, int], path: Path_) -> int | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -24,6 +25,10 @@ from persona_studio.errors import UserError
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 PiiAction = Literal["redact", "drop", "keep"]
+# Training seeds go to numpy too (transformers.set_seed), whose seeds are 32-bit unsigned.
+SEED_MAX = 2**32 - 1
+# The bound of a number setting that has no `max` of its own: nothing in here is sensibly larger.
+_ABSURD = 1e12
 
 
 class SettingsError(UserError, ValueError):
@@ -63,7 +68,7 @@ def _regions_ok(regions: list[str]) -> str | None:
 class PiiArgs:
     phone: PiiAction = _f("redact", "Phone numbers (libphonenumber, validated for phone_regions) -> <PHONE>.")
     phone_regions: list[str] = _f(
-        ["CN", "US", "GB", "DE", "FR", "JP", "IN", "BR", "KR", "ES", "IT", "AU"],
+        ["CN", "US", "GB", "DE", "FR", "JP", "IN", "BR", "KR", "AU"],
         "Regions whose national phone formats (no country code) are recognised; '+'/00 numbers always are.",
         check=_regions_ok,
     )
@@ -122,7 +127,7 @@ class TrainSftArgs:
         "Linear modules that get LoRA adapters.",
     )
     learning_rate: float = _f(1e-4, "Peak learning rate.", min=0.0, max=1.0)
-    num_train_epochs: float = _f(2.0, "Epochs over the accepted samples.", min=0.01)
+    num_train_epochs: float = _f(2.0, "Epochs over the accepted samples.", min=0.01, max=1000)
     per_device_train_batch_size: int = _f(2, "Micro-batch size.", min=1)
     gradient_accumulation_steps: int = _f(4, "Micro-batches per optimizer step.", min=1)
     cutoff_len: int = _f(1024, "Token length at which samples are truncated.", min=16)
@@ -135,7 +140,7 @@ class TrainSftArgs:
     gradient_checkpointing: bool = _f(True, "Trade compute for memory.")
     logging_steps: int = _f(1, "Optimizer steps between metrics lines.", min=1)
     save_steps: int = _f(50, "Optimizer steps between checkpoints.", min=1)
-    seed: int = _f(42, "Random seed.")
+    seed: int = _f(42, "Random seed.", min=0, max=SEED_MAX)
     identity_samples: int = _f(20, "Self-cognition samples generated from the persona card.", min=0)
     max_steps: int = _f(-1, "Stop after this many optimizer steps (-1 = use epochs).", min=-1)
     packing: bool = _f(
@@ -158,7 +163,7 @@ class TrainPrefArgs:
     )
     min_pairs: int = _f(4, "Refuse a preference run with fewer pairs than this.", min=1)
     learning_rate: float = _f(5e-5, "Peak learning rate.", min=0.0, max=1.0)
-    num_train_epochs: float = _f(3.0, "Epochs over the pairs.", min=0.01)
+    num_train_epochs: float = _f(3.0, "Epochs over the pairs.", min=0.01, max=1000)
     per_device_train_batch_size: int = _f(2, "Pairs per micro-batch.", min=1)
     gradient_accumulation_steps: int = _f(2, "Micro-batches per optimizer step.", min=1)
     cutoff_len: int = _f(1024, "Token length of prompt + reply; longer prompts lose their oldest turns.", min=16)
@@ -167,7 +172,7 @@ class TrainPrefArgs:
     gradient_checkpointing: bool = _f(True, "Trade compute for memory.")
     logging_steps: int = _f(1, "Optimizer steps between metrics lines.", min=1)
     save_steps: int = _f(50, "Optimizer steps between checkpoints.", min=1)
-    seed: int = _f(42, "Random seed.")
+    seed: int = _f(42, "Random seed.", min=0, max=SEED_MAX)
     max_steps: int = _f(-1, "Stop after this many optimizer steps (-1 = use epochs).", min=-1)
     sources: list[str] = _f(
         ["chat_edit", "swipe", "review_edit", "import_dpo", "import_kto"], "Which kinds of pairs train."
@@ -189,7 +194,7 @@ class TrainPrefArgs:
     )
     min_pairs: int = _f(4, "Refuse a preference run with fewer pairs than this.", min=1)
     learning_rate: float = _f(5e-5, "Peak learning rate.", min=0.0, max=1.0)
-    num_train_epochs: float = _f(3.0, "Epochs over the pairs.", min=0.01)
+    num_train_epochs: float = _f(3.0, "Epochs over the pairs.", min=0.01, max=1000)
     per_device_train_batch_size: int = _f(2, "Pairs per micro-batch.", min=1)
     gradient_accumulation_steps: int = _f(2, "Micro-batches per optimizer step.", min=1)
     cutoff_len: int = _f(1024, "Token length of prompt + reply; longer prompts lose their oldest turns.", min=16)
@@ -198,7 +203,7 @@ class TrainPrefArgs:
     gradient_checkpointing: bool = _f(True, "Trade compute for memory.")
     logging_steps: int = _f(1, "Optimizer steps between metrics lines.", min=1)
     save_steps: int = _f(50, "Optimizer steps between checkpoints.", min=1)
-    seed: int = _f(42, "Random seed.")
+    seed: int = _f(42, "Random seed.", min=0, max=SEED_MAX)
     max_steps: int = _f(-1, "Stop after this many optimizer steps (-1 = use epochs).", min=-1)
     sources: list[str] = _f(
         ["chat_edit", "swipe", "review_edit", "import_dpo", "import_kto"], "Which kinds of pairs train."
@@ -351,7 +356,8 @@ class _Checker:
         for f in dataclasses.fields(cls):
             tp = hints[f.name]
             if f.name in raw:
-                kwargs[f.name] = self.value(tp, raw[f.name], path + (f.name,), f.metadata)
+                kwargs[f.name] = self.checked(self.value(tp, raw[f.name], path + (f.name,), f.metadata),
+                                              path + (f.name,), f.metadata)
         return cls(**kwargs)
 
     def value(self, tp: Any, v: Any, path: jsonc.Path_, rules: Any) -> Any:
@@ -377,23 +383,48 @@ class _Checker:
             if not isinstance(v, bool):
                 self.fail(path, f"expected true or false, got {_kind(v)}")
         elif tp is int:
+            if isinstance(v, float) and not math.isfinite(v):
+                self.fail(path, f"must be a finite integer, got {_number(v)}")
             if isinstance(v, bool) or not (isinstance(v, int) or (isinstance(v, float) and v.is_integer())):
                 self.fail(path, f"expected an integer, got {_kind(v)}")
+            # Beyond 2**53 a float no longer holds every integer (1e30 is not the integer meant),
+            # and nothing here takes integers past int64 (torch, numpy, SQLite).
+            if isinstance(v, float) and abs(v) > 2**53 or not -(2**63) <= v < 2**63:
+                bound = f"must be <= {rules['max']}" if "max" in rules and v > 0 else "integer out of range"
+                self.fail(path, f"{bound}, got {_number(v)}")
             v = int(v)
         elif tp is float:
             if isinstance(v, bool) or not isinstance(v, int | float):
                 self.fail(path, f"expected a number, got {_kind(v)}")
+            if not math.isfinite(v):
+                self.fail(path, f"must be a finite number, got {_number(v)}")
             v = float(v)
+        if tp in (int, float) and "max" not in rules and abs(v) > _ABSURD:
+            # A field without a bound of its own still gets one: no setting here means 1e300.
+            self.fail(path, f"out of range (at most {_ABSURD:g} either way), got {_number(v)}")
         elif tp is str:
             if not isinstance(v, str):
                 self.fail(path, f"expected a string, got {_kind(v)}")
         if "min" in rules and v < rules["min"]:
-            self.fail(path, f"must be >= {rules['min']}, got {v}")
+            self.fail(path, f"must be >= {rules['min']}, got {_number(v)}")
         if "max" in rules and v > rules["max"]:
-            self.fail(path, f"must be <= {rules['max']}, got {v}")
+            self.fail(path, f"must be <= {rules['max']}, got {_number(v)}")
         if "choices" in rules and v not in rules["choices"]:
             self.fail(path, f"must be one of {', '.join(map(str, rules['choices']))}, got {v}")
         return v
+
+    def checked(self, v: Any, path: jsonc.Path_, rules: Any) -> Any:
+        """A field's own check (`check=` in its metadata): a problem string, or None."""
+        if "check" in rules and (problem := rules["check"](v)):
+            self.fail(path, problem)
+        return v
+
+
+def _number(v: Any) -> str:
+    """A number as the user wrote it in JSON5 (NaN, Infinity), short (1e+300, not 300 digits)."""
+    if isinstance(v, float):
+        return "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity") if math.isinf(v) else f"{v:g}"
+    return str(v) if abs(v) < 10**15 else f"{v:.3e}"
 
 
 def _kind(v: Any) -> str:
@@ -404,7 +435,7 @@ def _kind(v: Any) -> str:
 
 def parse(text: str, source: str = "settings.jsonc") -> Settings:
     try:
-        raw = jsonc.loads(text, source)
+        raw = jsonc.loads(text, source, unique_keys=True)
     except jsonc.JsoncError as exc:
         raise SettingsError(str(exc)) from None
     return _Checker(source, jsonc.key_lines(text)).build(Settings, raw, ())

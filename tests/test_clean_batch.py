@@ -155,8 +155,9 @@ def test_numpy_filter_was_written_for_this_precheck() -> None:
     # `candidates` flags positions by re-reading each alternative of _PRECHECK; a changed
     # pattern needs a changed filter (and its proof) first.
     assert pii._PRECHECK.pattern == (
-        r"\d(?:\d{6}|\d\d[ -]\d{4}|\.\d)|\+\d|@|:(?::|[0-9A-Fa-f]{1,4}:)|\.[A-Za-z]"
-    )
+        pii._PRECHECK_SRC
+    ) == rf"\d(?:{pii._P}{{0,4}}\d){{6}}|[+\uff0b\ufe62]{pii._P}?\d|[@\uff20\ufe6b]|\d[.\uff0e]\d" \
+        r"|:(?::|[0-9A-Fa-f]{1,4}:|//)|[.\uff0e\uff61][^\W\d_]|[A-Za-z]{6}\d\d"
     assert pii._PRECHECK.flags == pii.re.UNICODE
 
 

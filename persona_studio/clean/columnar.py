@@ -105,7 +105,7 @@ class ColumnarSessionizer:
         if checks.blocked.search is not None:
             parts.append(checks.blocked.prefilter())
         if checks.redactor.maybe is not None:
-            parts.append(_re2_precheck())
+            parts.append(checks.redactor.re2_pattern)
         self._pattern = None if not parts else "" if None in parts else "|".join(f"(?:{p})" for p in parts)
 
     def feed(self, block: Block, import_id: int) -> None:
@@ -168,7 +168,8 @@ class ColumnarSessionizer:
                 etype[i] = TOUCH
                 if words:
                     ref = (import_id, int(seq[i]))
-                    self.hits[base + i] = [(w, ref, t) for w in words]
+                    kept = self.checks.hit_text(t)  # the hit keeps the text less its personal data
+                    self.hits[base + i] = [(w, ref, kept) for w in words]
             elif clean != t:
                 at.append(i)
                 clean_texts.append(clean)
@@ -183,9 +184,15 @@ class ColumnarSessionizer:
             np.concatenate([b.column("ts").to_numpy(zero_copy_only=False) for b in batches])[idx],
             etype[idx],
             np.concatenate([b.column("is_me").to_numpy(zero_copy_only=False) for b in batches])[idx].astype(bool),
-            np.concatenate([_global(*codes(b.column("speaker")), self.spk_ids, self.speakers) for b in batches])[idx],
+            np.concatenate([self._speakers(b.column("speaker")) for b in batches])[idx],
         )
         self.pending.add(cols, text if len(idx) == n else text.take(pa.array(idx)))
+
+    def _speakers(self, column: pa.Array) -> np.ndarray:
+        """Run-wide speaker codes, by name as it may appear in samples (TextChecks.name: a
+        contact saved as a phone number is "<PHONE>"), as the message path groups them."""
+        local, values = codes(column)
+        return _global(local, [self.checks.name(v) for v in values], self.spk_ids, self.speakers)
 
     def _flagged(self, text: pa.Array, live: np.ndarray) -> list[tuple[int, str]]:
         """(index, text) of the live texts that may hold a blocked word or PII: a superset of
@@ -546,13 +553,6 @@ def _global(local: np.ndarray, values: list[str], ids: dict[str, int], names: li
             names.append(v)
         table[i] = ids[v]
     return table[local] if len(values) else local
-
-
-def _re2_precheck() -> str:
-    from persona_studio.clean.pii import _PRECHECK
-
-    # Python's \d in a str pattern is any Unicode decimal digit; RE2's is ASCII only.
-    return _PRECHECK.pattern.replace(r"\d", r"\p{Nd}")
 
 
 def _turn_dict(is_me: bool, content: str, name: str) -> dict[str, Any]:

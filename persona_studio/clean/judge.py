@@ -181,11 +181,15 @@ def score_persona(ws: Any, persona_id: str, *, rescore: bool = False, judge: Any
     """Score the persona's samples (those not yet scored by this judge, unless `rescore`)."""
     import json
 
+    from persona_studio.clean.pii import Redactor
     from persona_studio.importer import check_persona
     from persona_studio.persona.card import load_persona
 
     check_persona(ws, persona_id)
-    name = load_persona(ws, persona_id).name or persona_id
+    # What a judge sees is redacted by make_dataset.pii first ('drop' kinds too), names included:
+    # samples made before a rule existed, or edited in review, must not reach an online API raw.
+    redactor = Redactor(ws.settings.make_dataset.pii)
+    name = redactor.redact(load_persona(ws, persona_id).name or persona_id)
     j = ws.settings.make_dataset.judge
     own = judge is None
     judge = judge or make_judge(ws)
@@ -198,7 +202,7 @@ def score_persona(ws: Any, persona_id: str, *, rescore: bool = False, judge: Any
         total = len(rows)
         for start in range(0, total, j.batch_size):
             batch = rows[start:start + j.batch_size]
-            scores = judge.score(name, [json.loads(r["turns"]) for r in batch])
+            scores = judge.score(name, [redactor.redact_turns(json.loads(r["turns"])) for r in batch])
             with store.tx() as db:
                 for r, sc in zip(batch, scores, strict=True):
                     if sc is None:

@@ -1,15 +1,25 @@
 """Personal data in message text: find it, and redact it with a typed placeholder.
 
-One combined regex finds candidates of every enabled kind in a single pass; a candidate
-only counts after its own check (ID-card checksum, Luhn for bank cards, `ipaddress` for
-IPv6). A cheap pre-check (`_PRECHECK`) skips the big regex for the chat lines that cannot
-hold any of them, which is most. Ordinary numbers (prices, times, years, counts)
-survive: phone patterns need a mobile prefix, a '+' country code or a landline shape; bank
-cards need 13-19 digits starting 2-6 and a valid Luhn sum.
+Detection runs on an NFKC-normalised copy of the text (full-width digits and letters, the
+full-width '＠', '．', '＋' become ASCII; every Unicode decimal digit becomes 0-9), and the
+spans found are mapped back onto the original, which keeps everything else as written.
+- One combined regex finds candidates of the shaped kinds (URLs incl. IDN domains and short
+  links, e-mail incl. IDN, IPv4/6, national IDs, IBANs, bank cards); each candidate counts only
+  after its library check (python-stdnum: CN resident ID, US SSN, BR CPF, KR RRN, IN Aadhaar,
+  JP My Number, FR NIR, ES DNI, IT codice fiscale, IBAN, Luhn).
+- Phone numbers are Google's libphonenumber (`phonenumbers.PhoneNumberMatcher`, VALID
+  leniency) for each region in `make_dataset.pii.phone_regions`: national formats without
+  a country code, '+' and '00'-style international numbers. It is the slow part, so it only
+  runs where the text left after the shaped kinds still has a phone's shape (7 digits with
+  phone punctuation between them, or a '+' before a digit), and its answers are cached.
+Ordinary numbers (prices, years, times, dates, versions, order numbers, 16-digit numbers that
+fail Luhn) survive: besides the library checks, a phone written without a country code needs
+7 digits and must not read as a date or start with a year ('2024-000123').
 
-`Redactor.candidates` answers the pre-check for a whole column of texts at once (numpy over
-the joined texts' code points, then the real pre-check on the few texts it flags), for
-make-dataset's block-at-a-time loop.
+A cheap pre-check (`Redactor.maybe`, the regex `_PRECHECK`) decides which texts are looked at
+at all: `apply` returns a text it does not flag untouched, so "the exact check" is the
+pre-check plus the detectors. `Redactor.candidates` (numpy over a whole column) and
+`Redactor.re2_pattern` (make-dataset's Arrow pre-check) flag a superset of `_PRECHECK`'s texts.
 """
 
 from __future__ import annotations
@@ -17,8 +27,9 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from persona_studio.clean.textscan import every_char, joined_code_points, lookup
 
@@ -31,91 +42,212 @@ PLACEHOLDERS: dict[str, str] = {
     "email": "<EMAIL>",
     "ip": "<IP>",
     "id_card": "<ID>",
+    "iban": "<IBAN>",
     "bank_card": "<BANK_CARD>",
     "phone": "<PHONE>",
 }
 KINDS = tuple(PLACEHOLDERS)
+# Regions without a trunk prefix (ES, IT) make every 9-10 digit number "national": not default.
+DEFAULT_REGIONS = ("CN", "US", "GB", "DE", "FR", "JP", "IN", "BR", "KR", "AU")
 
-# RFC 3986 characters only: in Chinese chat a link is often followed by text with no space.
-_URL_TAIL = r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*"
-_TLDS = r"com|cn|net|org|io|me|cc|top|xyz|info|edu|gov|co|uk|de|jp|ru|app|dev|ai"
-_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+# -- the pre-check: which texts are looked at ---------------------------------------------------
+# Written with classes that mean the same to Python's re and to RE2 (`_re2`), except \d (RE2's
+# is ASCII only) and the letter class (RE2 gets a looser one). Phone punctuation as
+# libphonenumber knows it (its VALID_PUNCTUATION, full-width forms included) plus spaces.
+_PUNCT = " \t\u00a0\u3000\u00ad\u200b\u2060\\-\u2010-\u2015\u2212\u30fc\uff0d/\uff0f.\uff0e()\uff08\uff09\\[\\]\uff3b\uff3d~\u2053\u223c\uff5e"
+_P = f"[{_PUNCT}]"
+_LETTER = r"[^\W\d_]"
+_PRECHECK_SRC = (
+    rf"\d(?:{_P}{{0,4}}\d){{6}}"  # phone numbers, IDs, cards, IBANs: 7 digits, phone punctuation between
+    rf"|[+\uff0b\ufe62]{_P}?\d"  # +CC
+    r"|[@\uff20\ufe6b]"  # e-mail
+    r"|\d[.\uff0e]\d"  # IPv4
+    r"|:(?::|[0-9A-Fa-f]{1,4}:|//)"  # IPv6, scheme://
+    rf"|[.\uff0e\uff61]{_LETTER}"  # domains, www.
+    r"|[A-Za-z]{6}\d\d"  # Italian codice fiscale
+)
+_PRECHECK = re.compile(_PRECHECK_SRC)
 
-# Order matters: at one position the first alternative that matches wins, so the most
-# specific shapes (URLs that may hold emails/IPs/digits, then emails, then IPs) come first.
+
+def _re2(src: str) -> str:
+    r"""`src` for RE2, matching at least what Python matches: RE2's \d is ASCII only, and it
+    has no [^\W\d_]; any non-ASCII character stands in for a letter there (looser is fine)."""
+    src = src.replace(_LETTER, r"[A-Za-z\x{80}-\x{10FFFF}]").replace(r"\d", r"\p{Nd}")
+    return re.sub(r"\\u([0-9a-f]{4})", r"\\x{\1}", src)  # RE2 writes \uXXXX as \x{XXXX}
+
+
+# -- detection, on the normalised text ---------------------------------------------------------
+_A = "A-Za-z0-9\u00c0-\u024f\u0370-\u03ff\u0400-\u04ff"  # Latin (+ accents), Greek, Cyrillic, digits
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+# A label is one script family: in Chinese text a link often follows a word with no space
+# ("访问baidu.com"), and "访问baidu" must not become one label.
+_LABEL = rf"(?:[{_A}][{_A}\-]*|[{_CJK}]+)"
+_ASCII_TLDS = (
+    "com net org edu gov mil int info biz top xyz site online shop store club vip app dev ai io me co cc tv ly gl "
+    "gd be im gy to link click page cn hk tw jp kr uk de fr es eu ru us ca au br in sg nl ch se pl vn th id my ph "
+    "tk ws la"
+).split()
+# Lower or upper case, not mixed: "Thanks.Info follows" is a typo, not a link.
+_TLDS = (
+    "|".join(_ASCII_TLDS) + "|" + "|".join(t.upper() for t in _ASCII_TLDS) + r"|xn--[a-z0-9\-]+"
+    "|中国|中國|公司|网络|網絡|在线|网址|商城|网店|中文网|香港|台湾|台灣|新加坡|рф|рус|укр|бел|한국|みんな"
+)
+# Short-link hosts whose top-level domain is not in the list above (they always carry a path).
+_SHORT = r"(?i:shorturl\.at|s\.id|qr\.ae|spoti\.fi|pin\.it|j\.mp|discord\.gg|t\.ly|is\.gd)"
+_TAIL = r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%\u00c0-\u024f\u0400-\u04ff]*"  # RFC 3986 (+ accented letters)
+_HOST = rf"(?:{_LABEL}\.)*{_LABEL}(?::\d{{1,5}})?"
 _PATTERNS: dict[str, str] = {
     "url": (
-        rf"(?:https?://|ftp://|www\.){_URL_TAIL}"
-        rf"|(?<![A-Za-z0-9_@.-])[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.(?:{_TLDS})(?![A-Za-z0-9@-])(?:/{_URL_TAIL})?"
+        rf"(?i:(?:https?|ftp)://)(?:[{_A}._~%!$&'()*+,;=:\-]+@)?{_HOST}(?:[/?#]{_TAIL})?"
+        rf"|(?i:www)\.{_HOST}(?:[/?#]{_TAIL})?"
+        rf"|(?<![{_A}@._\-/]){_SHORT}/{_TAIL}"
+        rf"|(?<![{_A}@._\-/])(?:{_LABEL}\.)+(?:{_TLDS})(?![{_A}@\-])(?:[/?#]{_TAIL})?"
     ),
-    "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+    "email": rf"(?:[{_A}._%+\-]+|[{_CJK}]+)@(?:{_LABEL}\.)+(?:[{_A}]{{2,}}|[{_CJK}]{{2,}})",
     "ip": (
-        rf"(?<![\d.]){_OCTET}(?:\.{_OCTET}){{3}}(?!\.?\d)"
+        r"(?<![\d.])(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}(?!\.?\d)"
         r"|(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])"
     ),
-    "id_card": r"(?<![0-9A-Za-z])\d{17}[\dXx](?![0-9A-Za-z])",
-    "bank_card": r"(?<![\d+])[2-6](?:\d{12,18}|\d{3}(?:[ -]\d{4}){3}(?:[ -]?\d{1,3})?)(?!\d)",
-    "phone": (
-        r"(?<![\d+])(?:\+?86[ -]?)?1[3-9]\d(?:\d{8}|[ -]\d{4}[ -]\d{4})(?!\d)"  # CN mobile
-        r"|\+\d{1,3}(?:[ -]?\(\d{1,4}\))?(?:[ -]?\d{2,5}){2,5}(?!\d)"  # +CC ... international
-        r"|(?<!\d)0\d{2,3}-\d{7,8}(?!\d)"  # CN landline 010-12345678
-        r"|(?<![\d-])\(\d{3}\) ?\d{3}-\d{4}(?!\d)|(?<![\d-])\d{3}-\d{3}-\d{4}(?![\d-])"  # NANP
+    # National IDs, in the shapes people write them; each is checked by its stdnum module.
+    "id_card": (
+        r"(?<![0-9A-Za-z])[1-9]\d{5}[ -]?(?:18|19|20)\d\d[ -]?\d\d[ -]?\d\d[ -]?\d{3}[0-9Xx](?![0-9A-Za-z])"  # CN
+        r"|(?<![\d-])\d{3}-\d\d-\d{4}(?![\d-])"  # US SSN
+        r"|(?<![\d.])\d{3}\.\d{3}\.\d{3}-\d\d(?!\d)"  # BR CPF
+        r"|(?<![\d-])\d{6}-\d{7}(?![\d-])"  # KR RRN
+        r"|(?<!\d)(?<!\d )[12] ?\d\d ?\d\d ?\d\d ?\d{3} ?\d{3} ?\d\d(?! ?\d)"  # FR NIR
+        r"|(?<!\d)(?<!\d[ -])(?:\d{4} \d{4} \d{4}|\d{4}-\d{4}-\d{4})(?![ -]?\d)"  # IN Aadhaar, JP My Number
+        r"|(?<![0-9A-Za-z])\d{8}-?[A-Za-z](?![0-9A-Za-z])"  # ES DNI
+        r"|(?<![0-9A-Za-z])[A-Za-z]{6}\d\d[A-Za-z]\d\d[A-Za-z]\d{3}[A-Za-z](?![0-9A-Za-z])"  # IT CF
+    ),
+    "iban": r"(?<![0-9A-Za-z])[A-Z]{2}\d\d(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![0-9A-Za-z])",
+    "bank_card": (
+        r"(?<![\d+])(?:[2-6]\d{12,18}"
+        r"|[2-6]\d{3}[ -]\d{4}[ -]\d{4}[ -]\d{4}(?:[ -]\d{1,3})?"
+        r"|3\d{3}[ -]\d{6}[ -]\d{4,5})(?!\d)"  # Amex 4-6-5, Diners 4-6-4
     ),
 }
-
-# Every pattern above needs one of these: 7 digits in a row (IDs, cards, mobiles, landlines),
-# 3+4 digits with a separator, a '+' country code, '@', an IPv6 colon pair, a dot before a
-# letter (domains, www.) or between digits (IPv4). Prices, times and counts have none of them.
-# The alternatives are grouped by their first character (the same strings match): at each
-# position the regex engine then tries one branch per character class instead of eight, which
-# makes this scan, run on every message, about 40% cheaper.
-# `Redactor.candidates` re-implements a looser form of this check in numpy: change it together.
-_PRECHECK = re.compile(r"\d(?:\d{6}|\d\d[ -]\d{4}|\.\d)|\+\d|@|:(?::|[0-9A-Fa-f]{1,4}:)|\.[A-Za-z]")
-
-# Character classes of `_PRECHECK`, one byte per code point (`_precheck_classes`). The four
-# punctuation marks get values of their own above the bit flags, so one `>= _DOT` comparison
-# finds them all (no character is both a mark and a digit or letter).
-_DIGIT, _HEX, _LETTER = 1, 2, 4
-_DOT, _PLUS, _AT, _COLON = 8, 16, 32, 64
-# Zero bytes after the last character, so "the character k after this one" is always an index.
-_PAD = 8
+_REGEX_KINDS = tuple(k for k in KINDS if k != "phone")
+# A phone's shape in what the shaped kinds left: as in the pre-check, on normalised text.
+_PHONE_GATE = re.compile(rf"[0-9](?:{_P}{{0,4}}[0-9]){{6}}|\+{_P}?[0-9]")
+# Written dates and year-led numbers are no phone numbers, whatever a region's plan allows.
+_DATEISH = re.compile(
+    r"\(?(?:[0-3]?\d[./\-][01]?\d[./\-](?:19|20)?\d\d|(?:19|20)\d\d(?:[./\- ]|$)|(?:20\d\d)(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01]))"
+)
+_DECIMAL = re.compile(r"\d+[.,]\d+$")
+_NUMBER_SIGN = re.compile(r"(?:[#.,№]|\bNo\.?) ?$", re.IGNORECASE)
+_FILL = "\x00"  # stands in for a span already found: no digit, letter or phone punctuation
+_CACHE_MAX = 1 << 16
 
 
 @functools.cache
-def _precheck_classes() -> NDArray[np.uint8]:
-    import numpy as np
+def _types() -> tuple[frozenset[int], frozenset[int]]:
+    from phonenumbers import PhoneNumberType as T
 
-    table = np.zeros(0x110000, np.uint8)
-    chars = every_char()
-    for pattern, flag in ((r"\d", _DIGIT), (r"[0-9A-Fa-f]", _HEX), (r"[A-Za-z]", _LETTER)):
-        table[[ord(c) for c in re.findall(pattern, chars)]] |= flag
-    for mark, value in ((".", _DOT), ("+", _PLUS), ("@", _AT), (":", _COLON)):
-        table[ord(mark)] = value
-    return table
+    return (frozenset({T.MOBILE, T.FIXED_LINE_OR_MOBILE, T.PERSONAL_NUMBER}),
+            frozenset({T.PAGER, T.VOICEMAIL, T.UNKNOWN, T.PREMIUM_RATE, T.SHARED_COST}))
 
 
-_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-_ID_CHECK = "10X98765432"
+@functools.cache
+def _digit_table() -> dict[int, int]:
+    """Every Unicode decimal digit -> its ASCII digit (one character for one, so offsets hold)."""
+    return {ord(c): 48 + unicodedata.digit(c) for c in re.findall(r"\d", every_char()) if not c.isascii()}
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _nfkc(c: str) -> str:
+    return unicodedata.normalize("NFKC", c)
+
+
+def _normalise(text: str) -> tuple[str, list[int] | None]:
+    """(the text NFKC-normalised character by character, with ASCII digits; the index in
+    `text` of each of its characters, None when that is the identity). Character by character
+    so every character of the result comes from one of the original."""
+    if text.isascii():
+        return text, None
+    parts = [c if c.isascii() else _nfkc(c) for c in text]
+    norm = "".join(parts).translate(_digit_table())
+    if len(norm) == len(text):
+        return norm, None
+    where: list[int] = []
+    for i, n in enumerate(parts):
+        where.extend([i] * len(n))
+    return norm, where
 
 
 def id_card_ok(s: str) -> bool:
-    """GB 11643 checksum of an 18-character resident ID number."""
-    if len(s) != 18 or not s[:17].isdigit():
-        return False
-    total = sum(int(c) * w for c, w in zip(s[:17], _ID_WEIGHTS, strict=True))
-    return _ID_CHECK[total % 11] == s[17].upper()
+    """CN resident ID: GB 11643 checksum, birth date and place (python-stdnum)."""
+    from stdnum.cn import ric
+
+    return ric.is_valid(s)
 
 
 def luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, c in enumerate(reversed(digits)):
-        d = ord(c) - 48
-        if i % 2:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
+    from stdnum import luhn
+
+    return digits.isdigit() and luhn.is_valid(digits)
+
+
+# Issuer prefixes of the card networks (Visa 4; Mastercard 51-55, 2221-2720; Mir 2200-2204; Amex
+# 34/37; Diners 300-305, 36, 38-39; JCB 3528-3589; Discover, UnionPay, Maestro 50-69): a
+# date-led order number "2024100412345678" passes Luhn one time in ten but starts with none.
+_IIN = re.compile(r"4|5|6|3(?:0[0-5]|[4689]|7|5(?:2[89]|[3-8]))|2(?:20[0-4]|2(?:2[1-9]|[3-9])|[3-6]|7(?:[01]|20))")
+
+
+def card_ok(digits: str) -> bool:
+    """A bank card number: 13-19 digits, a network's issuer prefix and a valid Luhn sum."""
+    return 13 <= len(digits) <= 19 and _IIN.match(digits) is not None and luhn_ok(digits)
+
+
+def _id_ok(s: str) -> bool:
+    """One of the national ID shapes of `_PATTERNS["id_card"]`, by its python-stdnum module."""
+    compact = re.sub(r"[ .\-]", "", s)
+    n = len(compact)
+    if n == 18:
+        return id_card_ok(compact)
+    if n == 16:
+        from stdnum.it import codicefiscale
+
+        return codicefiscale.is_valid(compact)
+    if compact[-1].isalpha():
+        from stdnum.es import dni
+
+        return dni.is_valid(compact)
+    if "." in s:
+        from stdnum.br import cpf
+
+        return cpf.is_valid(compact)
+    if n == 9:
+        from stdnum.us import ssn
+
+        return ssn.is_valid(compact)
+    if n == 13:
+        from stdnum.kr import rrn
+
+        return rrn.is_valid(compact)
+    if n == 15:
+        from stdnum.fr import nir
+
+        return nir.is_valid(compact)
+    if n == 12:
+        from stdnum.in_ import aadhaar
+        from stdnum.jp import in_ as mynumber
+
+        return aadhaar.is_valid(compact) or mynumber.is_valid(compact)
+    return False
+
+
+def _iban_prefix(s: str) -> str | None:
+    """The longest valid IBAN `s` starts with, cut at a group boundary (the regex may take a
+    word after it as a last group)."""
+    from stdnum import iban
+
+    groups = s.split(" ")
+    while groups:
+        candidate = " ".join(groups)
+        if len(candidate.replace(" ", "")) >= 15 and iban.is_valid(candidate):
+            return candidate
+        groups.pop()
+    return None
 
 
 def _ipv6_ok(s: str) -> bool:
@@ -129,94 +261,218 @@ def _ipv6_ok(s: str) -> bool:
     return True
 
 
-def _intl_phone_ok(s: str) -> bool:
-    n = sum(c.isdigit() for c in s)
-    return 8 <= n <= 15
+def _phone_ok(text: str, start: int, raw: str, region: str) -> bool:
+    """A VALID match of the matcher (at `start` in `text`) that is also written like a phone
+    number: with '+' or an international prefix; or nationally, with 7+ digits, not starting
+    with the country code (the matcher strips it: '49821418016' in DE), not a date, a decimal,
+    or led by a year, not after '#' or a decimal point (an order number, a fraction), and, when
+    it is one unbroken run of digits, a number a mobile can have (an epoch time '1646007028' is
+    a valid landline in BR; people write landlines with their area code set apart)."""
+    import phonenumbers
+
+    if raw.startswith("+"):
+        return True
+    try:
+        num = phonenumbers.parse(raw, region, keep_raw_input=True)
+    except phonenumbers.NumberParseException:
+        return False
+    src = num.country_code_source
+    if src == phonenumbers.CountryCodeSource.FROM_NUMBER_WITH_IDD:
+        return True
+    if src != phonenumbers.CountryCodeSource.FROM_DEFAULT_COUNTRY:
+        return False
+    if sum(c.isdigit() for c in raw) < 7 or _DATEISH.match(raw) or _DECIMAL.match(raw):
+        return False
+    if _NUMBER_SIGN.search(text, 0, start):
+        return False
+    kind = phonenumbers.number_type(num)
+    if raw.isdigit():
+        return kind in _types()[0]
+    return kind not in _types()[1]
 
 
 class Redactor:
     """Applies the per-kind action ('redact' | 'drop' | 'keep') of `make_dataset.pii`."""
 
-    def __init__(self, actions: Mapping[str, str] | object):
-        if not isinstance(actions, Mapping):
-            actions = {k: getattr(actions, k) for k in KINDS}
-        self.actions = {k: actions.get(k, "redact") for k in KINDS}
-        active = [k for k in KINDS if self.actions[k] != "keep"]
+    def __init__(self, actions: Mapping[str, Any] | object):
+        get = actions.get if isinstance(actions, Mapping) else functools.partial(getattr, actions)
+        self.actions = {k: get(k, "redact") for k in KINDS}
+        self.regions = tuple(get("phone_regions", DEFAULT_REGIONS))
+        active = [k for k in _REGEX_KINDS if self.actions[k] != "keep"]
         self._re = re.compile("|".join(f"(?P<{k}>{_PATTERNS[k]})" for k in active)) if active else None
-        self._counts: dict[str, int] = {}
-        self._drop = False
+        self._phone = self.actions["phone"] != "keep" and bool(self.regions)
+        self._any = self._re is not None or self._phone
+        self._phone_cache: dict[str, list[tuple[int, int]]] = {}
         # "Could this text hold anything?" for hot loops; None when every kind is kept.
-        self.maybe = _PRECHECK.search if self._re is not None else None
+        self.maybe = _PRECHECK.search if self._any else None
+        self.re2_pattern = _re2(_PRECHECK_SRC)
 
+    # -- which texts to look at ------------------------------------------------------------
     def candidates(self, texts: Sequence[str]) -> list[int]:
         r"""The indices (ascending) of the texts `maybe` is truthy for, i.e.
         `[i for i, t in enumerate(texts) if self.maybe(t)]`, without a regex call per text.
 
-        numpy flags every position where a `_PRECHECK` alternative could start by looking at
-        its neighbours only, which is looser than the regex (any "12:30" passes the colon
-        test, "1234 5" the digit test): the few flagged texts (~2% of chat) then get the real
-        `_PRECHECK.search`, so the result is exact as long as every real match is flagged.
-        It is, because each test reads only characters that its alternative's match consumes:
-          \d\d{6}, \d\d\d[ -]\d{4}     digits at p, p+1, p+2 and p+4
-          \d\.\d                       a '.' with a digit on each side
-          \+\d   @   :(?::|[0-9A-Fa-f]{1,4}:)   '+' then a digit; '@'; ':' then ':' or hex
-          \.[A-Za-z]                   a '.' then an ASCII letter
-        and the "\x00" between two texts is none of those characters, so a match inside a
-        text is flagged at a position inside that text (and a flag spanning a boundary is
-        only a false alarm). `_PRECHECK` has no lookarounds or anchors that could see past a
-        text's edge: `search` on the text alone matches wherever the joined scan does."""
-        if self._re is None or not texts:
+        numpy flags every text that could hold a `_PRECHECK` match by looser tests, each
+        reading only characters its alternative's match consumes; the few flagged texts then
+        get the real `_PRECHECK.search`:
+          7 digits ...                 the text holds 7 digits at all
+          [+＋﹢]P?\d                   a plus sign followed by a digit or phone punctuation
+          [@＠﹫]                        any of them
+          \d[.．]\d, [.．｡]letter        a dot followed by a digit or a letter
+          :(?::|hex{1,4}:|//)          a colon followed by a colon, a hex digit or '/'
+          letter{6}\d\d                a letter followed by a digit
+        The "\x00" between two texts is none of those characters, so a match inside a text is
+        flagged at a position inside that text (one spanning a boundary is a false alarm)."""
+        if not self._any or not texts:
             return []
         import numpy as np
 
         codes, ends = joined_code_points(texts)
         cls = lookup(_precheck_classes(), codes, _PAD)
-        digit = (cls & _DIGIT).view(np.bool_)
-        run = digit[:-4] & digit[1:-3]
-        run &= digit[2:-2]
-        run &= digit[4:]
-        marks = np.flatnonzero(cls >= _DOT)
-        here, after = cls[marks], cls[marks + 1]
-        before = cls[marks - 1]  # at position 0 this wraps to the (zero) padding
-        ok = (here == _AT) | ((here == _PLUS) & ((after & _DIGIT) != 0))
-        ok |= (here == _COLON) & ((after == _COLON) | ((after & _HEX) != 0))
-        ok |= (here == _DOT) & (((after & _LETTER) != 0) | ((after & before & _DIGIT) != 0))
-        flagged = np.concatenate((np.flatnonzero(run), marks[ok]))
+        digit = (cls & _DIGIT) != 0
+        # digits per text: a running count read at each text's end
+        running = np.cumsum(digit, dtype=np.int64)
+        bounds = np.r_[ends, len(codes) - 1] if len(codes) else np.zeros(1, np.int64)
+        upto = np.r_[0, running[bounds]]
+        many = np.flatnonzero(np.diff(upto) >= 7)
+        after = np.r_[cls[1:], 0].astype(np.uint8)
+        ok = ((cls & _PLUS) != 0) & ((after & (_DIGIT | _PUNCT_FLAG)) != 0)
+        ok |= (cls & _AT) != 0
+        ok |= ((cls & _DOT) != 0) & ((after & (_DIGIT | _LETTER_FLAG)) != 0)
+        ok |= ((cls & _COLON) != 0) & ((after & (_COLON | _HEX | _SLASH)) != 0)
+        ok |= ((cls & _LETTER_FLAG) != 0) & ((after & _DIGIT) != 0)
+        flagged = np.unique(np.r_[np.searchsorted(ends, np.flatnonzero(ok)), many])
         search = _PRECHECK.search
-        return [i for i in np.unique(np.searchsorted(ends, flagged)).tolist() if search(texts[i])]
+        return [i for i in flagged.tolist() if i < len(texts) and search(texts[i])]
 
+    # -- redaction ---------------------------------------------------------------------------
     def apply(self, text: str) -> tuple[str | None, dict[str, int]]:
         """Return (new text, or None when a 'drop' kind was found; counts per kind found)."""
-        if self._re is None or not _PRECHECK.search(text):
+        if not self._any or not _PRECHECK.search(text):
             return text, {}
-        self._counts = {}
-        self._drop = False
-        out = self._re.sub(self._replace, text)
-        return (None if self._drop else out), self._counts
+        spans = self._find(text)
+        if not spans:
+            return text, {}
+        counts: dict[str, int] = {}
+        for _, _, kind in spans:
+            counts[kind] = counts.get(kind, 0) + 1
+        if any(self.actions[k] == "drop" for k in counts):
+            return None, counts
+        return _replace(text, spans), counts
 
-    def _replace(self, m: re.Match[str]) -> str:
+    def redact(self, text: str) -> str:
+        """`text` with every kind that is not kept replaced, 'drop' kinds too: for names and
+        the other places a whole message cannot be dropped (blocked-word hits, judge prompts)."""
+        if not self._any or not text or not _PRECHECK.search(text):
+            return text
+        spans = self._find(text)
+        return _replace(text, spans) if spans else text
+
+    def redact_turns(self, turns: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """A sample's turns with `redact` applied to each content and name."""
+        out = []
+        for t in turns:
+            d = dict(t)
+            d["content"] = self.redact(str(t.get("content", "")))
+            if d.get("name"):
+                d["name"] = self.redact(str(d["name"]))
+            out.append(d)
+        return out
+
+    def _find(self, text: str) -> list[tuple[int, int, str]]:
+        """(start, end, kind) in `text`, sorted, not overlapping."""
+        norm, where = _normalise(text)
+        found: list[tuple[int, int, str]] = []
+        if self._re is not None:
+            for m in self._re.finditer(norm):
+                hit = self._check(m)
+                if hit is not None:
+                    found.append(hit)
+        if self._phone:
+            residual = norm
+            if found:
+                parts, at = [], 0
+                for a, b, _ in found:
+                    parts += [norm[at:a], _FILL * (b - a)]
+                    at = b
+                residual = "".join(parts) + norm[at:]
+            if _PHONE_GATE.search(residual):
+                found.extend((a, b, "phone") for a, b in self._phones(residual))
+                found.sort()
+        if where is not None and found:
+            found = [(where[a], where[b - 1] + 1, k) for a, b, k in found]
+        return found
+
+    def _check(self, m: re.Match[str]) -> tuple[int, int, str] | None:
         kind = m.lastgroup or ""
-        s = m.group(0)
+        s = m.group(kind)
+        a, b = m.span(kind)
         if kind == "url":
             # Sentence punctuation right after a link is not part of it.
-            stripped = s.rstrip(".,;:!?)]}'\"")
-            tail = s[len(stripped):]
-            return self._hit("url", stripped) + tail
+            return a, a + len(s.rstrip(".,;:!?)]}'\"")), "url"
         if kind == "ip" and ":" in s and not _ipv6_ok(s):
-            return s
-        if kind == "id_card" and not id_card_ok(s):
-            # An 18-digit run with a bad checksum may still be a bank card.
-            if s.isdigit() and s[0] in "23456" and self.actions["bank_card"] != "keep" and luhn_ok(s):
-                return self._hit("bank_card", s)
-            return s
-        if kind == "bank_card" and not luhn_ok(s.replace(" ", "").replace("-", "")):
-            return s
-        if kind == "phone" and s.startswith("+") and not _intl_phone_ok(s):
-            return s
-        return self._hit(kind, s)
+            return None
+        if kind == "id_card" and not _id_ok(s):
+            # A long digit run with a bad ID check may still be a bank card.
+            digits = s.replace(" ", "").replace("-", "")
+            if self.actions["bank_card"] != "keep" and card_ok(digits):
+                return a, b, "bank_card"
+            return None
+        if kind == "iban":
+            ok = _iban_prefix(s)
+            return None if ok is None else (a, a + len(ok), "iban")
+        if kind == "bank_card" and not card_ok(s.replace(" ", "").replace("-", "")):
+            return None
+        return a, b, kind
 
-    def _hit(self, kind: str, s: str) -> str:
-        self._counts[kind] = self._counts.get(kind, 0) + 1
-        if self.actions[kind] == "drop":
-            self._drop = True
-        return PLACEHOLDERS[kind]
+    def _phones(self, text: str) -> list[tuple[int, int]]:
+        """Spans of phone numbers in any of the regions, overlapping ones merged."""
+        got = self._phone_cache.get(text)
+        if got is not None:
+            return got
+        from phonenumbers import Leniency, PhoneNumberMatcher
+
+        spans = []
+        for region in self.regions:
+            for m in PhoneNumberMatcher(text, region, leniency=Leniency.VALID):
+                if _phone_ok(text, m.start, m.raw_string, region):
+                    spans.append((m.start, m.end))
+        spans.sort()
+        merged: list[tuple[int, int]] = []
+        for a, b in spans:
+            if merged and a < merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+            else:
+                merged.append((a, b))
+        if len(self._phone_cache) >= _CACHE_MAX:
+            self._phone_cache.clear()
+        self._phone_cache[text] = merged
+        return merged
+
+
+def _replace(text: str, spans: list[tuple[int, int, str]]) -> str:
+    out, at = [], 0
+    for a, b, kind in spans:
+        out += [text[at:a], PLACEHOLDERS[kind]]
+        at = b
+    out.append(text[at:])
+    return "".join(out)
+
+
+# -- the numpy form of the pre-check -----------------------------------------------------------
+# Character classes of `_PRECHECK`, one bit each, one byte per code point.
+_DIGIT, _HEX, _LETTER_FLAG, _PUNCT_FLAG, _PLUS, _AT, _DOT, _COLON = 1, 2, 4, 8, 16, 32, 64, 128
+_SLASH = _PUNCT_FLAG  # '/' is phone punctuation: "://" is flagged through it
+_PAD = 8
+
+
+@functools.cache
+def _precheck_classes() -> NDArray[np.uint8]:
+    import numpy as np
+
+    table = np.zeros(0x110000, np.uint8)
+    chars = every_char()
+    for pattern, flag in ((r"\d", _DIGIT), (r"[0-9A-Fa-f]", _HEX), (_LETTER, _LETTER_FLAG), (_P, _PUNCT_FLAG),
+                          ("[+\uff0b\ufe62]", _PLUS), ("[@\uff20\ufe6b]", _AT), ("[.\uff0e\uff61]", _DOT), (":", _COLON)):
+        table[[ord(c) for c in re.findall(pattern, chars)]] |= flag
+    return table

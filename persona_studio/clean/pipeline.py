@@ -102,6 +102,7 @@ class _Run:
         sess, check, skipped = self.sess, self.checks.check, self.skipped
         sess_add, done = sess.add, sess.done  # `drain` empties `done` in place
         cut_non_text = self.cut_non_text
+        name = self.checks.name  # speaker names are data too: redacted as the column path does
         conv_of: dict[int, Hashable] = {}
         n = 0
         for ref, import_id, ts, chat, speaker, is_me, kind, text, role, conv in rows:
@@ -134,9 +135,10 @@ class _Run:
             if clean is None:  # removed, but part of the talk: the gap rule still sees it
                 serial = sess.touch(key, ts)
                 if words:
-                    self.open_hits.setdefault((key, serial), []).extend((w, ref, text) for w in words)
+                    kept = self.checks.hit_text(text)  # the hit keeps the text less its personal data
+                    self.open_hits.setdefault((key, serial), []).extend((w, ref, kept) for w in words)
                 continue
-            sess_add(key, ts, speaker, is_me, clean)
+            sess_add(key, ts, name(speaker) if speaker else speaker, is_me, clean)
             if done:
                 self.drain()
         sess.close_all()
@@ -212,7 +214,7 @@ class _Run:
         self.samples["new"] += new
         self.samples["kept"] += len(stored) - new
         self.lengths.extend(tokens.tolist())
-        metas = [dumps({"chat": ch}) if ch else "{}" for ch in c.chat_names]
+        metas = [dumps({"chat": self.checks.name(ch)}) if ch else "{}" for ch in c.chat_names]
         rows, turns = sample_rows(stored, jsons, n_turns, tokens, metas, chats)
         self.db.execute(_INSERT_ROWS, (self.persona_id, self.run_id, self.system, self.created_at, rows, turns))
 

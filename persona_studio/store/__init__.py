@@ -26,7 +26,7 @@ class Store:
 
     @classmethod
     def open(cls, path: Path, *, migrate: bool = True) -> Store:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _private(path)
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves so a transaction spans
             # exactly what `tx()` wraps, DDL included.
@@ -89,6 +89,27 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _private(path: Path) -> None:
+    """The database holds people's messages: its directory is the owner's only (0700, when it
+    is a workspace's `.studio/` or is made here) and the file 0600 before SQLite first opens it.
+    SQLite gives its -wal/-shm files the database file's mode; older ones are tightened too."""
+    import os
+
+    parent = path.parent
+    if not parent.exists():
+        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(parent, 0o700)  # mkdir's mode passes through the umask
+    elif parent.name == ".studio":
+        os.chmod(parent, 0o700)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot open the database ({exc.strerror})") from None
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if p.exists() and p.stat().st_mode & 0o077:
+            os.chmod(p, 0o600)
 
 
 def _statements(script: str) -> list[str]:
