@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from persona_studio.errors import UserError
@@ -35,6 +36,20 @@ def list_imports(ws: Workspace, persona_id: str | None = None) -> list[dict[str,
         )
     return [{"id": r[0], "persona": r[1], "path": r[2], "format": r[3], "me": r[4], "imported_at": r[5],
              "messages": r[6]} for r in rows]
+
+
+def persona_of_files(ws: Workspace, paths: list[Path]) -> str | None:
+    """The persona whose folder (personas/<id>/…) holds all of `paths`, if there is one."""
+    root = ws.personas_dir.resolve()
+    found = set()
+    for p in paths:
+        try:
+            rel = Path(p).expanduser().resolve().relative_to(root)
+        except ValueError:
+            return None
+        found.add(rel.parts[0] if len(rel.parts) > 1 else "")
+    pid = found.pop() if len(found) == 1 else ""
+    return pid if pid and pid in ws.persona_ids() else None
 
 
 class _Nested:

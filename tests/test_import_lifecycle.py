@@ -162,3 +162,18 @@ def test_undo_before_any_dataset_run_only_removes_messages(workspace: Workspace,
     assert cli(workspace, "import", "--undo", "1") == 0
     assert "4 messages and 0 samples removed" in capsys.readouterr().out
     assert not [x for x in dump(workspace) if '"imports"' in x or '"message_blocks"' in x]
+
+
+def test_persona_follows_the_files_folder(workspace: Workspace, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    add_persona(workspace, "p")
+    add_persona(workspace, "q")
+    (workspace.personas_dir / "q" / "chats").mkdir()
+    inside = wechat_csv(workspace.personas_dir / "q" / "chats" / "c.csv", CHAT)
+    assert cli(workspace, "import", str(inside), "--me", "me", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["persona"] == "q"
+    outside = wechat_csv(tmp_path / "o.csv", CHAT)
+    before = dump(workspace)
+    assert cli(workspace, "import", str(outside), "--me", "me") == 2
+    assert "which persona?" in one_line_error(capsys)
+    assert dump(workspace) == before

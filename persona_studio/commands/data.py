@@ -63,7 +63,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
     p = sub.add_parser("import", parents=[common], help="import chat export files for a persona (or list/undo imports)")
     p.add_argument("files", nargs="*", metavar="FILE", help="chat exports (a WhatsApp .zip is read in place)")
-    p.add_argument("--persona", metavar="ID", help="the persona to import into (required with FILE)")
+    p.add_argument("--persona", metavar="ID",
+                   help="the persona to import into (default: the one whose personas/<id>/ folder holds FILE)")
     p.add_argument("--me", metavar="SPEAKER",
                    help="the persona's speaker (name or id; see `speakers FILE`); optional for datasets with roles")
     p.add_argument("--format", default="auto", choices=("auto", *FORMATS))
@@ -141,6 +142,13 @@ def run_import(args: argparse.Namespace, ws: Any) -> int:
 
     if args.undo is not None or args.list:
         return _run_import_log(args, ws)
+    if args.files and not args.persona:
+        # files under personas/<id>/ belong to that persona; anywhere else, say which
+        from persona_studio.importlog import persona_of_files
+
+        args.persona = persona_of_files(ws, [Path(f) for f in args.files])
+        if args.persona is None:
+            raise UserError("import: which persona? give --persona ID (files outside personas/<id>/)")
     if not args.files or not args.persona:
         raise UserError("import: give FILE... and --persona ID (or --list / --undo IMPORT_ID)")
     summary = _run_with_progress(

@@ -130,19 +130,6 @@ class ImportScreen(StageScreen):
         if keep is not None:
             sel.value = keep
 
-    def persona_of(self, paths: list[Path]) -> str | None:
-        """The persona whose folder (personas/<id>/…) holds the files, if they agree on one."""
-        root = self.workspace.personas_dir.resolve()
-        found = set()
-        for p in paths:
-            try:
-                rel = p.resolve().relative_to(root)
-            except ValueError:
-                return None
-            found.add(rel.parts[0] if len(rel.parts) > 1 else "")
-        (pid,) = found if len(found) == 1 else ("",)
-        return pid if pid in self.workspace.persona_ids() else None
-
     def paths(self) -> list[Path]:
         raw = self.query_one("#import-files", Input).value.strip()
         try:
@@ -197,7 +184,9 @@ class ImportScreen(StageScreen):
             speakers.add_option(Option(f"{escape(name)} · {n}", id=name))
         self.me = None
         self._show_me()
-        owner = self.persona_of([f["path"] for f in msg.info])
+        from persona_studio.importlog import persona_of_files
+
+        owner = persona_of_files(self.workspace, [f["path"] for f in msg.info])
         if owner is not None:
             self.query_one("#import-persona", Select).value = owner
         if totals:
