@@ -2,10 +2,14 @@
 
 Android: `12/31/23, 9:41 PM - Name: text` (or 24h `31/12/2023, 21:41 - Name: text`);
 iOS: `[31/12/2023, 21:41:05] Name: text`, with U+200E marks before media notes and system
-events. A line that doesn't start with a timestamp continues the previous message.
+events; old iOS `7/1/16, 4:56:55 PM: Name: text`. A line that doesn't start with a timestamp
+continues the previous message. A ZIP export is read in place (ingest/encoding.py).
 The day/month order is a property of the exporting phone's locale, so it is decided once per
 file: any first field above 12 means day-first, any second field above 12 month-first;
 otherwise a 2-digit year (US Android style) means month-first and a 4-digit year day-first.
+Clocks: 12-hour (`PM`, `p. m.`, 下午, 午後, م, with any kind of space; midnight may be `00:04 AM`),
+RTL exports (U+200F around date parts, Arabic comma, Arabic-Indic digits), Thai Buddhist-era
+years. What the phone writes instead of speech, in 12 languages: whatsapp_locale.py.
 """
 
 from __future__ import annotations
