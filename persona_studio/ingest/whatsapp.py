@@ -82,13 +82,16 @@ def _placeholder(first: str, raw_first: str) -> Kind | None:
     kind = L.OMITTED.get(first)
     if kind is not None:
         return kind
+    if len(first) > 200:  # placeholders are short; speech needs no more checks here
+        return None
     if first.endswith(L.DOCUMENT_ENDINGS):
         return "file"
-    m = L.ATTACHED_IOS.match(raw_first) or L.ATTACHED_ANDROID.match(raw_first)
+    m = (L.ATTACHED_IOS.match(raw_first) if raw_first[:1] == "<" else
+         L.ATTACHED_ANDROID.match(raw_first) if raw_first[-1:] == ")" else None)
     if m:
         name = m["name"].upper()
         return next((k for token, k in L.FILE_KINDS if token in name), "file")
-    if L.LOCATION.match(raw_first):
+    if "://" in raw_first and L.LOCATION.match(raw_first):
         return "other"
     return None
 
@@ -109,11 +112,9 @@ def _classify(text: str) -> tuple[Kind, str, dict[str, Any]]:
         return kind, body, {}
     if first in L.RECALL:
         return "recall", body, {}
-    if first.startswith(L.MISSED_CALL) and len(first) < 80:
+    if len(first) < 80 and (first.startswith(L.MISSED_CALL) or first.startswith(L.OTHER_SYSTEM)):
         return "system", body, {}
-    if first.startswith(L.OTHER_SYSTEM):
-        return "system", body, {}
-    if L.E2E.search(body) and L.WHATSAPP.search(body) and len(body) < 400:
+    if len(body) < 400 and ("hatsApp" in body or "واتساب" in body) and L.E2E.search(body):
         return "system", body, {"notice": True}
     if marked and L.EVENT.search(body) and "\n" not in body and len(body) < 200:
         return "system", body, {"notice": True}  # an iOS group event under the group's name
@@ -154,7 +155,7 @@ class _Parser:
             if _EVENT.search(speaker):
                 return Message(ts=ts, speaker="", text=text.strip(_MARKS), kind="system")
         text = m[2]
-        edited = L.EDITED.search(text)
+        edited = L.EDITED.search(text) if text.endswith(">") else None
         if edited:
             text = text[: edited.start()]
         kind, text, meta = _classify(text)
