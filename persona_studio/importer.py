@@ -59,7 +59,8 @@ def check_persona(ws: Any, persona_id: str) -> str:
         return persona_id
     close = difflib.get_close_matches(persona_id, known, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(known) or 'none yet'}"
-    raise PersonaNotFound(f"unknown persona {persona_id!r} ({hint})")
+    start = "" if close else f"; start it with `persona-studio persona new {persona_id}` or import with --create"
+    raise PersonaNotFound(f"unknown persona {persona_id!r} ({hint}){start}")
 
 
 def file_sha256(path: Path) -> str:

@@ -66,7 +66,8 @@ def test_import_create_makes_the_persona_named_after_me(workspace: Workspace, tm
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     f = wechat_csv(tmp_path / "c.csv", CHAT)
     assert cli(workspace, "import", str(f), "--persona", "me-too", "--me", "me") == 2
-    assert "unknown persona 'me-too'" in one_line_error(capsys)
+    err = one_line_error(capsys)
+    assert "unknown persona 'me-too'" in err and "persona new me-too" in err
     # a failed import with --create leaves no persona behind
     assert cli(workspace, "import", str(f), "--persona", "ghost", "--me", "nobody", "--create") == 2
     assert "not a speaker" in one_line_error(capsys)
