@@ -253,6 +253,10 @@ def ensure(ws_or_name: Any, root: Path | None = None, progress: Progress | None 
     return str(prepare_builtin(b, progress or _stderr_progress))
 
 
+def is_builtin(ws_or_name: Any) -> bool:
+    return _setting(ws_or_name)[0].startswith(PREFIX)
+
+
 def local_path_or_name(name: str, root: Path | None = None) -> str:
     """A built-in model's directory when already converted, else `name` (for cheap, optional uses)."""
     r = resolve(name, root)

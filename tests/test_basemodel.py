@@ -156,3 +156,14 @@ def test_status_text_is_short_and_says_missing(tmp_path: Path, tiny_model: Path,
     assert basemodel.status_text(_ws(tmp_path / "b", "acme/x")) == "acme/x (missing)"
     _fake_hub_repo(hub, "acme/x")
     assert basemodel.status_text(_ws(tmp_path / "c", "acme/x")) == "acme/x"
+
+
+def test_judge_model_goes_through_the_resolver(tmp_path: Path, hub: Path) -> None:
+    from persona_studio.clean.judge import make_judge
+
+    ws = _ws(tmp_path / "ws", "acme/not-downloaded")
+    with pytest.raises(BaseModelError, match="acme/not-downloaded: not a local directory"):
+        make_judge(ws)  # refused before vLLM is even imported
+    ws.settings.make_dataset.judge.model_name = "builtin:nope"
+    with pytest.raises(BaseModelError, match="no such built-in model"):
+        make_judge(ws)

@@ -167,9 +167,14 @@ def make_judge(ws: Any) -> OfflineJudge | OnlineJudge:
 
     s = ws.settings
     j = s.make_dataset.judge
-    model = j.model_name or s.model.name_or_path
+    from persona_studio import basemodel
+
     if j.online_llm_clear:
+        # Empty model_name: the base model, named as `persona-studio serve` names it (its path).
+        model = j.model_name or basemodel.resolve(ws).path_or_name
         return OnlineJudge(j.base_url, model, settings_mod.api_key(j.api_key_env), j.timeout_s)
+    # Offline: the judge model goes through the same resolver as the base model (built-in names too).
+    model = basemodel.ensure(j.model_name, ws.root) if j.model_name else basemodel.ensure(ws)
     v = s.vllm_args
     return OfflineJudge(model, dtype=s.model.dtype, max_model_len=v.max_model_len,
                         gpu_memory_utilization=v.gpu_memory_utilization, enforce_eager=v.enforce_eager,

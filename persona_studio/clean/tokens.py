@@ -46,14 +46,18 @@ class TokenCounter:
     """Counts the tokens of (system, turns) samples, exactly or by estimate; see `label`."""
 
     def __init__(self, name_or_path: str, trust_remote_code: bool = False):
+        from persona_studio import basemodel
+
         self.tokenizer: Any = None
         self.overhead = _TEMPLATE_OVERHEAD
-        if tokenizer_is_local(name_or_path):
+        # A built-in model's tokenizer once it is converted (counting never triggers the conversion).
+        local = basemodel.local_path_or_name(name_or_path)
+        if tokenizer_is_local(local):
             try:
                 from transformers import AutoTokenizer
 
                 self.tokenizer = AutoTokenizer.from_pretrained(
-                    name_or_path, local_files_only=True, trust_remote_code=trust_remote_code
+                    local, local_files_only=True, trust_remote_code=trust_remote_code
                 )
                 self.overhead = self._template_overhead()
             except Exception:  # a broken local copy: fall back to the estimate, labelled as such

@@ -37,8 +37,14 @@ def merge_adapter(
         raise ExportError(f"dtype {dtype!r}: use one of {', '.join(DTYPES)}")
     ref = resolve_adapter(ws, persona_id, version)
     out = Path(out_dir).expanduser()
-    base = ws.settings.model.name_or_path
     trust = ws.settings.model.trust_remote_code
+    from persona_studio import basemodel
+
+    # The one resolver: a built-in model is converted here on first use; a missing one is one line.
+    try:
+        base = basemodel.ensure(ws, progress=lambda msg, _frac: progress(msg, 0.0))
+    except basemodel.BaseModelError as exc:
+        raise ExportError(str(exc)) from None
     _refuse_quantized_base(base)
 
     with staged_dir(out, force=force) as tmp:
@@ -73,7 +79,7 @@ def merge_adapter(
         progress(f"saving to {out}", 0.7)
         merged.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        card = _card(ws, ref, base, dtype)
+        card = _card(ws, ref, ws.settings.model.name_or_path if basemodel.is_builtin(ws) else base, dtype)
         (tmp / CARD_FILE).write_text(json.dumps(card, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         (tmp / "README.md").write_text(_readme(card), encoding="utf-8")
         progress("done", 1.0)

@@ -84,8 +84,9 @@ def plan_serve(
     allow_runtime_lora: bool = False,
 ) -> ServePlan:
     """Resolve every persona's current adapter and build the argv (plus what was skipped)."""
-    s = ws.settings
-    base = s.model.name_or_path
+    from persona_studio.engine import model_path
+
+    base = model_path(ws)  # the one resolver: a built-in model serves from its converted directory
     default_host, default_port = host_port_default(ws)
     ids = list(persona_ids) if persona_ids else ws.persona_ids()
     known = set(ws.persona_ids())
