@@ -82,7 +82,7 @@ def fold_name(name: str) -> str:
 
 
 def closest_speakers(me: str, counts: Counter[str], n: int = 5) -> str:
-    names = [s for s, _ in counts.most_common()]
+    names = [s for s, _ in counts.most_common() if s]  # "": notices nobody wrote
     close = difflib.get_close_matches(me, names, n=n, cutoff=0.4)
     lowered = [s for s in names if me.casefold() in s.casefold() and s not in close]
     picks = (close + lowered)[:n] or names[:n]

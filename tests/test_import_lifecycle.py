@@ -178,3 +178,11 @@ def test_persona_follows_the_files_folder(workspace: Workspace, tmp_path: Path,
     assert cli(workspace, "import", str(outside), "--me", "me") == 2
     assert "which persona?" in one_line_error(capsys)
     assert dump(workspace) == before
+
+
+def test_me_hints_name_people_not_notices(workspace: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
+    add_persona(workspace, "p")
+    chat = Path(__file__).parent / "data" / "ingest" / "whatsapp_locales" / "de.txt"
+    assert cli(workspace, "import", str(chat), "--persona", "p") == 2
+    err = one_line_error(capsys)
+    assert err.rstrip().endswith("speakers: Ben (4), Anna (3)")
