@@ -99,6 +99,9 @@ def run_export_adapter(args: argparse.Namespace, ws: Workspace) -> int:
     out = Path(args.out) if args.out else ws.exports_dir / f"{ref.persona_id}-adapter-{ref.version}"
     summary = export_adapter(ws, ref.persona_id, out, ref.version, force=args.force)
     _report(args, summary, f"exported adapter {ref.persona_id}/{ref.version} to {summary['out']}")
+    if summary["skipped"]:  # names from the workspace: repr() keeps escape sequences off the terminal
+        print(f"persona-studio: warning: left out (links or special files, never exported): "
+              f"{', '.join(map(repr, summary['skipped']))}", file=sys.stderr)
     return 0
 
 

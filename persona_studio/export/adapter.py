@@ -7,7 +7,9 @@ Archives hold one top-level folder `<persona>-<version>/`, the usual shape of a 
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import tarfile
 import zipfile
 from dataclasses import dataclass
@@ -71,9 +73,36 @@ def archive_kind(out: Path) -> str:
     return "dir"
 
 
-def _files(src: Path) -> list[Path]:
-    # Hidden files are temp leftovers of atomic writes, never part of an adapter.
-    return sorted(p for p in src.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(src).parts))
+def _files(src: Path) -> tuple[list[Path], list[str]]:
+    """(regular files to export, names skipped). Symlinks are never followed nor exported: a
+    link planted in a shared or copied workspace (to ~/.ssh/id_rsa, /etc/passwd) must not ride
+    out in an archive. Hidden files are temp leftovers of atomic writes, never part of an adapter."""
+    files: list[Path] = []
+    skipped: list[str] = []
+    for root, dirs, names in os.walk(src, followlinks=False):
+        here = Path(root)
+        for d in list(dirs):
+            if d.startswith("."):
+                dirs.remove(d)
+            elif (here / d).is_symlink():
+                dirs.remove(d)
+                skipped.append((here / d).relative_to(src).as_posix())
+        for name in names:
+            path = here / name
+            if name.startswith("."):
+                continue
+            if stat.S_ISREG(path.lstat().st_mode):
+                files.append(path)
+            else:
+                skipped.append(path.relative_to(src).as_posix())
+    return sorted(files), sorted(skipped)
+
+
+def _check_inside(ws: Workspace, ref: AdapterRef) -> None:
+    # The version directory itself may be the planted link (adapters/alice/v0001 -> /etc).
+    home = adapters.adapters_dir(ws, ref.persona_id)
+    if ref.path.is_symlink() or not ref.path.resolve().is_relative_to(home.resolve()):
+        raise ExportError(f"{ref.path}: is a link out of {home} (refused: only files inside the adapter are exported)")
 
 
 def export_adapter(
@@ -83,7 +112,8 @@ def export_adapter(
     ref = resolve_adapter(ws, persona_id, version)
     out = Path(out).expanduser()
     kind = archive_kind(out)
-    files = _files(ref.path)
+    _check_inside(ws, ref)
+    files, skipped = _files(ref.path)
     top = f"{ref.persona_id}-{ref.version}"
     if kind == "dir":
         with staged_dir(out, force=force) as tmp:
@@ -105,5 +135,6 @@ def export_adapter(
         "rank": ref.config["r"],
         "format": kind,
         "files": [f.relative_to(ref.path).as_posix() for f in files],
+        "skipped": skipped,  # links and other non-regular files, left out
         "out": str(out),
     }

@@ -20,6 +20,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -278,6 +280,28 @@ def start_job(ws: Workspace, persona_id: str, resume: bool = False, method: str 
     """Start a training job in the background (or resume the persona's interrupted one).
     `method` dpo|orpo trains on the persona's preference pairs from its current adapter (pref_jobs.py)."""
     check_persona_id(persona_id)
+    with _start_lock(ws, persona_id):
+        return _start_locked(ws, persona_id, resume, method)
+
+
+@contextmanager
+def _start_lock(ws: Workspace, persona_id: str) -> Iterator[None]:
+    """One `train` start at a time per persona, across processes: the check for an active job
+    and the queued status that the next check sees happen under this lock, so of two starts at
+    the same moment one queues and the other is told so. flock, not a lock file made with
+    O_EXCL: the kernel drops it when the holder dies, so a killed start leaves nothing stale."""
+    import fcntl
+
+    ws.jobs_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(ws.jobs_dir / f".start-{persona_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # the other start waits here for the first to queue its job
+        yield
+    finally:
+        os.close(fd)
+
+
+def _start_locked(ws: Workspace, persona_id: str, resume: bool, method: str) -> JobInfo:
     mine = [j for j in list_jobs(ws) if j.persona_id == persona_id]
     active = [j for j in mine if j.state in ACTIVE]
     if active:
@@ -288,7 +312,13 @@ def start_job(ws: Workspace, persona_id: str, resume: bool = False, method: str 
             last = f" (its latest job {mine[-1].job_id} is {mine[-1].state})" if mine else ""
             raise UserError(f"persona {persona_id!r}: no failed or cancelled job to resume{last}")
         job_dir = Path(mine[-1].job_dir)
-        spec_mod.load(job_dir / "spec.json")  # refuse a damaged job before starting it
+        spec = spec_mod.load(job_dir / "spec.json")  # refuse a damaged job before starting it
+        spec_mod.check_base_model(spec.base_model)  # ...one whose base model is gone from this machine
+        from persona_studio.train.loop import latest_checkpoint, read_checkpoint
+
+        ckpt = latest_checkpoint(job_dir)
+        if ckpt is not None:
+            read_checkpoint(ckpt)  # ...or one whose checkpoint is damaged or holds more than data
     elif method != "sft":
         from persona_studio.train.pref_jobs import create_pref_job
 

@@ -58,12 +58,20 @@ def save_checkpoint(job_dir: Path, model: Any, optimizer: Any, scheduler: Any, s
     tmp.mkdir(parents=True)
     weights = {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(model).items()}
     save_file(weights, tmp / "adapter.safetensors")
+    # Only tensors, numbers, strings and containers go into the .pt files, so they load with
+    # torch.load(weights_only=True); the Python and numpy RNG states are JSON.
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    rng: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     torch.save(rng, tmp / "rng.pt")
+    version, keys, gauss = random.getstate()
+    name, np_keys, pos, has_gauss, cached = np.random.get_state()
+    (tmp / "rng.json").write_text(json.dumps({
+        "python": [version, list(keys), gauss],
+        "numpy": [name, np_keys.tolist(), int(pos), int(has_gauss), float(cached)],
+    }), encoding="utf-8")
     (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
     shutil.rmtree(final, ignore_errors=True)
     # The rename is the commit point: a kill before it leaves the previous checkpoint intact.
@@ -74,22 +82,67 @@ def save_checkpoint(job_dir: Path, model: Any, optimizer: Any, scheduler: Any, s
     return final
 
 
+def _load_data(path: Path) -> Any:
+    """torch.load of a checkpoint file with weights_only=True: tensors and plain data only. A
+    workspace can be copied or shared, and a pickle runs whatever code it names when loaded."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError:
+        raise TrainError(f"{path}: not loaded: it holds pickled objects, not just tensors and numbers"
+                         " (a planted or foreign file; start a new job instead of resuming)") from None
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        raise TrainError(f"{path}: damaged checkpoint file ({str(exc).splitlines()[0][:200]})") from None
+
+
+def read_checkpoint(ckpt: Path) -> dict[str, Any]:
+    """Everything a checkpoint holds, read safely (no code runs) and checked for shape; raises
+    TrainError (one line) otherwise. Called before a resumed job starts, and again by it."""
+    try:
+        state = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+        rng = json.loads((ckpt / "rng.json").read_text(encoding="utf-8"))
+        version, keys, gauss = rng["python"]
+        name, np_keys, pos, has_gauss, cached = rng["numpy"]
+        python_state = (int(version), tuple(int(k) for k in keys), None if gauss is None else float(gauss))
+        numpy_state = (str(name), np_keys, int(pos), int(has_gauss), float(cached))
+        int(state["step"]), float(state["elapsed"])
+    except FileNotFoundError as exc:
+        raise TrainError(f"{ckpt}: incomplete checkpoint (no {Path(exc.filename or '').name}); start a new job"
+                         ) from None
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise TrainError(f"{ckpt}: damaged checkpoint ({type(exc).__name__}: {exc})") from None
+    torch_rng = _load_data(ckpt / "rng.pt")
+    if not isinstance(torch_rng, dict) or "torch" not in torch_rng:
+        raise TrainError(f"{ckpt / 'rng.pt'}: damaged checkpoint file (no torch RNG state)")
+    return {
+        "state": state,
+        "optimizer": _load_data(ckpt / "optimizer.pt"),
+        "scheduler": _load_data(ckpt / "scheduler.pt"),
+        "rng": {**torch_rng, "python": python_state, "numpy": numpy_state},
+    }
+
+
 def load_checkpoint(ckpt: Path, model: Any, optimizer: Any, scheduler: Any) -> dict[str, Any]:
     import numpy as np
     import torch
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
+    saved = read_checkpoint(ckpt)  # before anything is applied: a bad file changes nothing
     set_peft_model_state_dict(model, load_file(ckpt / "adapter.safetensors"))
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=False))
-    rng = torch.load(ckpt / "rng.pt", weights_only=False)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    rng = saved["rng"]
     torch.set_rng_state(rng["torch"])
     random.setstate(rng["python"])
-    np.random.set_state(rng["numpy"])
+    name, keys, pos, has_gauss, cached = rng["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    return json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+    return saved["state"]
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:
@@ -114,8 +167,12 @@ def load_model(spec: TrainSpec, device: str, local_rank: int = 0) -> tuple[Any, 
 
     t = spec.train
     dtype = getattr(torch, spec.dtype)
-    tokenizer = AutoTokenizer.from_pretrained(spec.base_model, trust_remote_code=spec.trust_remote_code)
-    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": spec.trust_remote_code, "attn_implementation": "sdpa"}
+    # local_files_only: the job was refused before it started unless the base model is on this
+    # machine (train/spec.check_base_model); a worker must never wait on a download.
+    tokenizer = AutoTokenizer.from_pretrained(spec.base_model, trust_remote_code=spec.trust_remote_code,
+                                              local_files_only=True)
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": spec.trust_remote_code, "attn_implementation": "sdpa",
+                              "local_files_only": True}
     if device == "cuda":
         kwargs["device_map"] = {"": local_rank}
     if t.quantization == "nf4":
