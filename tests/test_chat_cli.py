@@ -12,7 +12,7 @@ from persona_studio import adapters
 from persona_studio.chat.tree import ChatTree
 from persona_studio.cli import main
 from persona_studio.workspace import Workspace
-from tests.test_engine_vllm import SENT_A, SENT_B, make_party_workspace
+from tests.engine_helpers import SENT_A, SENT_B, make_party_workspace
 
 pytestmark = pytest.mark.slow
 

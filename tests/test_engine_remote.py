@@ -20,7 +20,7 @@ from persona_studio.chat.session import Conversation
 from persona_studio.chat.tree import ChatTree
 from persona_studio.engine import EngineError, GenRequest, Sampling, make_engine
 from persona_studio.workspace import Workspace
-from tests.test_engine_vllm import (
+from tests.engine_helpers import (
     SENT_A,
     SENT_A2,
     SENT_B,

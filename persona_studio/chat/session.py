@@ -9,6 +9,7 @@ loses nothing that was already said.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from persona_studio.engine.base import Engine, GenRequest, Sampling, adapter_lab
 from persona_studio.workspace import Workspace
 
 OnDelta = Callable[[str, str], None]  # (persona_id, text delta)
+MIN_REPLY_TOKENS = 16  # the least room a prompt may leave for the reply
 
 
 @dataclass
@@ -36,6 +38,7 @@ class TurnResult:
     gen_tokens: int = 0  # tokens the model generated for it (stop strings and all)
     ttft_s: float = 0.0
     elapsed_s: float = 0.0
+    trimmed: dict[str, int] = field(default_factory=dict)  # what the prompt left out to fit
 
     def as_json(self) -> dict:
         return {
@@ -46,6 +49,7 @@ class TurnResult:
             "text": self.text,
             "n_tokens": self.n_tokens,
             "lore": self.lore,
+            "trimmed": self.trimmed,
         }
 
 
@@ -144,14 +148,17 @@ class Conversation:
         snippets, lore_error = self.lore.query(persona_id, query)
         adapter = adapters.current(self.ws, persona_id)
         names = self.names if self.chat.kind == "party" else {persona_id: persona.name, party.USER: self.user_name}
-        messages = self._fit(
+        messages, snippets, trimmed = self._fit(
             persona, history, names, snippets, scenario=str(self.chat.settings.get("scenario", ""))
         )
+        sampling = self.sampling
+        if trimmed.get("reply_max_tokens"):
+            sampling = dataclasses.replace(sampling, max_new_tokens=trimmed["reply_max_tokens"])
         req = GenRequest(
             prompt_messages=messages,
             persona_id=persona_id,
             adapter=adapter,
-            sampling=self.sampling,
+            sampling=sampling,
             stop=prompt.stop_strings(persona_id, names, self.user_name),
         )
         self._current, self._aborted = req.request_id, False
@@ -179,6 +186,8 @@ class Conversation:
         }
         if lore_error:
             meta["lore_error"] = lore_error
+        if trimmed:
+            meta["trimmed"] = trimmed  # {"lore": n, "history": m, "reply_max_tokens": k}: to fit the context
         if raw != text:
             meta["raw"] = raw
         if self._aborted:
@@ -187,7 +196,8 @@ class Conversation:
             msg = self.tree.add_swipe(swipe_of, text, adapter=label, n_tokens=n_tok, meta=meta)
         else:
             msg = self.tree.add(self.chat_id, "assistant", persona_id, text, adapter=label, n_tokens=n_tok, meta=meta)
-        return TurnResult(msg, persona_id, persona.name, label, text, lore, n_tok, req.generated_tokens, ttft, elapsed)
+        return TurnResult(msg, persona_id, persona.name, label, text, lore, n_tok, req.generated_tokens, ttft, elapsed,
+                          trimmed)
 
     def regenerate(self, msg_id: int, *, on_delta: OnDelta | None = None) -> TurnResult:
         """A new swipe for a persona's reply; the old one stays as a sibling."""
@@ -210,22 +220,50 @@ class Conversation:
             self._counts[text] = self.engine.count_tokens(text)
         return self._counts[text]
 
-    def _fit(self, persona: Any, history: list[Msg], names: dict[str, str], snippets: list[Any], scenario: str) -> list[dict]:
-        """Drop the oldest lines until the prompt leaves room for a reply in the context window."""
-        # The engine's own limit when it knows one (the transformers backend clamps to the model's
-        # positions); otherwise the configured max_model_len.
-        context = getattr(self.engine, "max_model_len", None) or self.ws.settings.vllm_args.max_model_len
-        budget = context - self.sampling.max_new_tokens
-        kept = list(history)
+    def context_len(self) -> int:
+        """The engine's context when it knows one (a server reports it; the transformers backend
+        clamps to the model's positions), else the settings' (clamped to the model's config)."""
+        from persona_studio.engine import context_len
+
+        return getattr(self.engine, "max_model_len", None) or context_len(self.ws)
+
+    def _fit(
+        self, persona: Any, history: list[Msg], names: dict[str, str], snippets: list[Any], scenario: str
+    ) -> tuple[list[dict], list[Any], dict[str, int]]:
+        """(messages, lore kept, what was trimmed) for a prompt that leaves room for the reply.
+
+        Lore goes first (least relevant snippet first), then the oldest lines, then the reply's
+        max_new_tokens shrinks; the turn fails only when the card alone does not fit.
+        """
+        context = self.context_len()
+        reserve = self.sampling.max_new_tokens
+        kept, lore = list(history), list(snippets)
+        trimmed = {"lore": 0, "history": 0}
         while True:
             msgs = prompt.build_messages(
-                persona, kept, names, user_name=self.user_name, lore=snippets, scenario=scenario
+                persona, kept, names, user_name=self.user_name, lore=lore, scenario=scenario
             )
             # +8 a message: the chat template's role markers.
             used = sum(self.count(m["content"]) + 8 for m in msgs)
-            if used <= budget or not kept:
-                return msgs
-            kept = kept[1:]
+            if used + reserve <= context:
+                trimmed["reply_max_tokens"] = reserve if reserve < self.sampling.max_new_tokens else 0
+                return msgs, lore, {k: v for k, v in trimmed.items() if v}
+            if lore:
+                lore.pop()
+                trimmed["lore"] += 1
+            elif kept:
+                kept = kept[1:]
+                trimmed["history"] += 1
+            elif used + MIN_REPLY_TOKENS <= context:
+                # Only the card is left and it leaves less than max_new_tokens: a shorter reply
+                # beats no reply.
+                reserve = context - used
+            else:
+                raise ChatError(
+                    f"persona '{persona.id}': the card alone needs about {used} tokens, more than the "
+                    f"{context}-token context holds with room for a reply (shorten the card, or raise "
+                    "vllm_args.max_model_len)"
+                )
 
     # -- the party loop ----------------------------------------------------------------------
     def next_speaker(self, strategy: str, *, allow_self: bool = False) -> str | None:

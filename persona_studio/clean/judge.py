@@ -60,7 +60,15 @@ class OfflineJudge:
     def __init__(self, model: str, *, dtype: str = "auto", max_model_len: int = 4096,
                  gpu_memory_utilization: float = 0.85, enforce_eager: bool = False,
                  trust_remote_code: bool = False):
-        from vllm import LLM
+        import os
+
+        # vLLM logs INFO lines to stdout: keep them (and its workers') off `--json` output.
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise JudgeError(f"judge: vLLM is not installed ({exc}); set make_dataset.judge.online_llm_clear") from None
 
         if dtype == "auto":
             import torch
@@ -68,9 +76,13 @@ class OfflineJudge:
             dtype = "auto" if torch.cuda.is_available() else "float32"
         self.name = f"vllm:{model}"
         self.max_model_len = max_model_len
-        self.llm = LLM(model=model, dtype=dtype, max_model_len=max_model_len,
-                       gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
-                       trust_remote_code=trust_remote_code)
+        try:
+            self.llm = LLM(model=model, dtype=dtype, max_model_len=max_model_len,
+                           gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
+                           trust_remote_code=trust_remote_code)
+        except Exception as exc:  # noqa: BLE001 - any start failure is one line for the user
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise JudgeError(f"judge: vLLM failed to start with {model}: {first}") from None
         self.tokenizer = self.llm.get_tokenizer()
 
     def _fit(self, persona_name: str, turns: Sequence[dict[str, Any]]) -> str:
@@ -162,6 +174,29 @@ class OnlineJudge:
         self.client.close()
 
 
+class ServiceJudge(OnlineJudge):
+    """The offline judge on the base model, through the workspace's engine service.
+
+    It reuses a running service (no second copy of the model) or starts one for this run
+    and stops it afterwards; the service's log, not the terminal, gets vLLM's output.
+    """
+
+    def __init__(self, ws: Any):
+        from persona_studio.engine import service
+
+        info, self.started = service.ensure(ws)
+        super().__init__(info.base_url, info.model, service.api_key(ws), ws.settings.engine.timeout_s)
+        self.name = f"vllm:{ws.settings.model.name_or_path}"  # same judge name as in-process scores
+        self.ws = ws
+
+    def close(self) -> None:
+        super().close()
+        if self.started:
+            from persona_studio.engine import service
+
+            service.stop(self.ws)
+
+
 def make_judge(ws: Any) -> OfflineJudge | OnlineJudge:
     from persona_studio import settings as settings_mod
 
@@ -175,6 +210,8 @@ def make_judge(ws: Any) -> OfflineJudge | OnlineJudge:
         return OnlineJudge(j.base_url, model, settings_mod.api_key(j.api_key_env), j.timeout_s)
     # Offline: the judge model goes through the same resolver as the base model (built-in names too).
     model = basemodel.ensure(j.model_name, ws.root) if j.model_name else basemodel.ensure(ws)
+    if s.engine.backend == "vllm" and not j.model_name:
+        return ServiceJudge(ws)
     v = s.vllm_args
     return OfflineJudge(model, dtype=s.model.dtype, max_model_len=v.max_model_len,
                         gpu_memory_utilization=v.gpu_memory_utilization, enforce_eager=v.enforce_eager,

@@ -42,6 +42,7 @@ class RemoteEngine:
         self.max_model_len: int | None = None  # the server's context, once connected
         self._client: Any = None
         self._streams: dict[str, Any] = {}
+        self._aborted: set[str] = set()
         self._lock = threading.Lock()
 
     def _http(self, method: str, path: str, *, root: bool = False, **kw: Any) -> Any:
@@ -138,6 +139,7 @@ class RemoteEngine:
     def generate(self, req: GenRequest) -> Iterator[str]:
         if self._client is None:
             raise EngineError("the remote engine is not connected (start it first)")
+        import httpx
         import openai
 
         model = self.model_for(req.persona_id, req.adapter)
@@ -168,13 +170,16 @@ class RemoteEngine:
             tail = cutter.flush()
             if tail:
                 yield tail
-        except openai.APIConnectionError as exc:
+        except (openai.APIConnectionError, httpx.HTTPError) as exc:
+            if req.request_id in self._aborted:
+                return  # abort() closed the stream under us: what was said so far is the reply
             raise EngineError(f"engine.base_url {self.base_url}: server not reachable ({first_line(exc)})") from None
         except openai.APIStatusError as exc:
             raise EngineError(
                 f"engine.base_url {self.base_url}: {model}: HTTP {exc.status_code}: {first_line(exc)}"
             ) from None
         finally:
+            self._aborted.discard(req.request_id)
             stream = self._streams.pop(req.request_id, None)
             if stream is not None:
                 stream.close()
@@ -183,4 +188,5 @@ class RemoteEngine:
         # Closing the HTTP stream makes vLLM abort the request server-side.
         stream = self._streams.get(request_id)
         if stream is not None:
+            self._aborted.add(request_id)
             stream.close()

@@ -25,7 +25,9 @@ class StudioApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "persona-studio"
     BINDINGS = [
-        *(Binding(key, f"stage('{mode}')", title, show=True) for mode, key, title, _ in STAGES),
+        # The stage bar names every stage with its key, so the footer keeps its room for the
+        # current stage's own keys.
+        *(Binding(key, f"stage('{mode}')", title, show=False) for mode, key, title, _ in STAGES),
         Binding("ctrl+q", "quit", "Quit", show=True, priority=True),
         Binding("f1", "help", "Help", show=False),
         # Digits type into inputs; escape leaves the input so digits switch stage again.
@@ -52,6 +54,17 @@ class StudioApp(App[int]):
         for mode, _key, _title, factory in STAGES:
             self.add_mode(mode, factory)
         self.switch_mode("import")
+        if self.workspace.settings.engine.backend == "vllm":
+            self.run_worker(self._look_for_service, thread=True, group="engine-look", exit_on_error=False)
+
+    def _look_for_service(self) -> None:
+        """Say in the status line whether an engine service is already up (a warm start)."""
+        from persona_studio.engine import service
+
+        assert self.workspace is not None
+        st, info = service.state(self.workspace)
+        if info is not None and self.engine is None and self.engine_state == "not started":
+            self.call_from_thread(self.set_engine_state, f"service {st} (pid {info.pid})")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Without a workspace there are no stages: hide their keys from the footer.
@@ -74,12 +87,19 @@ class StudioApp(App[int]):
                 lambda m=mode: self.run_worker(self.action_stage(m)),
             )
 
+    async def action_quit(self) -> None:
+        # Without a workspace the studio never opened: every way out says so with exit status 2.
+        self.exit(return_code=2 if self.workspace is None else 0)
+
     def action_unfocus(self) -> None:
         self.set_focus(None)
 
     def action_help(self) -> None:
         self.notify(
-            "Keys 1-6 switch stage (escape leaves a text field first); ctrl+p opens the command palette; ctrl+q quits.", title="Help"
+            "Keys 1-6 switch stage (escape leaves a text field first); ctrl+p opens the command palette; "
+            "ctrl+e (re)starts the engine; ctrl+q quits (the engine service stays up: "
+            "`persona-studio engine stop` ends it).",
+            title="Help",
         )
 
     def ensure_engine(self) -> bool:
@@ -120,18 +140,46 @@ class StudioApp(App[int]):
         self.engine_signal.publish(engine)
 
     def action_restart_engine(self) -> None:
+        """ctrl+e: start the engine, or restart it (the engine service too) with the current settings."""
+        if self.engine_state.startswith("starting"):
+            return
         old, self.engine = self.engine, None
-        if old is not None:
-            self.run_worker(old.close, thread=True, exit_on_error=False)  # type: ignore[attr-defined]
-        self.set_engine_state("not started")
+        self.set_engine_state("restarting…" if old is not None else "not started")
+
+        def restart() -> None:
+            from persona_studio.engine import service
+            from persona_studio.workspace import Workspace
+
+            assert self.workspace is not None
+            if old is not None:
+                old.close()  # type: ignore[attr-defined]
+            # settings.jsonc may have changed since the studio opened (that is often why one restarts)
+            try:
+                self.workspace = Workspace.open(self.workspace.root)
+            except Exception as exc:  # noqa: BLE001 - shown, the old settings stay in use
+                self.call_from_thread(self.notify, str(exc), title="settings not reloaded", severity="error")
+            if self.workspace.settings.engine.backend == "vllm":
+                service.stop(self.workspace)
+            self.call_from_thread(self._restart_done)
+
+        self.run_worker(restart, thread=True, group="engine-restart", exit_on_error=False)
+
+    def _restart_done(self) -> None:
+        self.engine_state = "not started"
         self.ensure_engine()
 
     def on_unmount(self) -> None:
-        if self.engine is not None:
-            try:
-                self.engine.close()  # type: ignore[attr-defined]
-            except Exception:  # noqa: BLE001 - shutting down anyway
-                pass
+        engine, self.engine = self.engine, None
+        if engine is None:
+            return
+        try:
+            if self.workspace is not None and not self.workspace.settings.engine.keep_running \
+                    and hasattr(engine, "stop_service"):
+                engine.stop_service()  # type: ignore[attr-defined]
+            else:
+                engine.close()  # type: ignore[attr-defined] - the service stays up for the next start
+        except Exception:  # noqa: BLE001 - shutting down anyway
+            pass
 
     def set_engine_state(self, state: str) -> None:
         self.engine_state = state

@@ -9,18 +9,22 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer
 
+from persona_studio.tui.widgets.stagebar import StageBar
 from persona_studio.tui.widgets.status import StatusLine
 
 
 class StageScreen(Screen):
-    """A stage: status line on top, the stage's body, the key footer at the bottom."""
+    """A stage: status line and stage bar on top, the stage's body, the key footer at the bottom."""
 
     STAGE_TITLE = ""
     # No automatic focus on a text field: keys 1-6 must switch stage when a screen opens.
     AUTO_FOCUS = ""
 
+    STAGE_MODE = ""  # the mode this screen is registered under (set by STAGES' factory)
+
     def compose(self) -> ComposeResult:
         yield StatusLine(id="status")
+        yield StageBar(self.STAGE_MODE, id="stagebar")
         yield from self.compose_body()
         yield Footer(compact=True)
 
@@ -53,10 +57,12 @@ class StageScreen(Screen):
             sel.value = keep
 
 
-def _lazy(module: str, cls: str) -> Callable[[], Screen]:
+def _lazy(module: str, cls: str, mode: str = "") -> Callable[[], Screen]:
     # Screens are imported when first shown, so start-up pays only for the first stage.
     def factory() -> Screen:
-        return getattr(importlib.import_module(f"persona_studio.tui.screens.{module}"), cls)()
+        screen = getattr(importlib.import_module(f"persona_studio.tui.screens.{module}"), cls)()
+        screen.STAGE_MODE = mode or module.rstrip("_")
+        return screen
 
     return factory
 
@@ -69,4 +75,5 @@ STAGES: list[tuple[str, str, str, Callable[[], Screen]]] = [
     ("chat", "4", "Chat", _lazy("chat", "ChatScreen")),
     ("party", "5", "Tea party", _lazy("party", "PartyScreen")),
     ("export", "6", "Export", _lazy("export", "ExportScreen")),
+    ("eval", "7", "Eval", _lazy("eval", "EvalScreen")),
 ]

@@ -30,12 +30,19 @@ class ChatScreen(ConversationScreen):
         v = self.query_one("#chat-persona", Select).value
         return v if isinstance(v, str) else None
 
-    @on(Select.Changed, "#chat-persona")
-    def _persona(self) -> None:
+    def fill_chats(self, select: int | None = None) -> None:
+        """The persona's chats, newest first (chats started in this session too)."""
         persona = self.persona()
         chats = [c for c in self.ui_tree.chats("chat") if persona in c.personas]
         pick = self.query_one("#chat-pick", Select)
-        pick.set_options([(f"#{c.id} {c.title or c.created_at[:16]}", c.id) for c in reversed(chats)])
+        with self.prevent(Select.Changed):
+            pick.set_options([(f"#{c.id} {c.title or c.created_at[:16]}", c.id) for c in reversed(chats)])
+            if select is not None:
+                pick.value = select
+
+    @on(Select.Changed, "#chat-persona")
+    def _persona(self) -> None:
+        self.fill_chats()
         self.chat_id = None
         self.run_worker(self.reload(), exclusive=True, group="reload")
         self.greeting_shown()
@@ -82,6 +89,7 @@ class ChatScreen(ConversationScreen):
             if card.first_mes:  # the card's greeting opens the chat, as character front ends do
                 self.ui_tree.add(chat.id, "assistant", persona, card.first_mes, adapter="greeting")
             self.chat_id = chat.id
+            self.fill_chats(select=chat.id)
         name = self.names.get(persona, persona)
 
         def job(conv: Any) -> None:

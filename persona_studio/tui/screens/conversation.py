@@ -85,12 +85,13 @@ class ConversationScreen(StageScreen):
         Binding("ctrl+x", "stop", "Stop", priority=True),  # before the Input's own ctrl+x (cut)
         Binding("ctrl+r", "regenerate", "Regenerate"),
         Binding("ctrl+t", "sampling", "Sampling"),
+        # Without a focused message these act on the last one (MessageView shows them when focused).
         Binding("left_square_bracket", "swipe(-1)", "◀ swipe", show=False),
         Binding("right_square_bracket", "swipe(1)", "swipe ▶", show=False),
         Binding("e", "edit", "Edit", show=False),
         Binding("d", "delete", "Delete", show=False),
         Binding("b", "rewind", "Rewind here", show=False),
-        Binding("n", "new_chat", "New", show=False),
+        Binding("n", "new_chat", "New chat"),
         Binding("l", "lore", "Lore", show=False),
     ]
 
@@ -266,6 +267,17 @@ class ConversationScreen(StageScreen):
         log.scroll_end(animate=False)
         total = sum(m.n_tokens or 0 for m in self.ui_tree.path(self.chat_id))
         self.info(f"chat {self.chat_id} · {len(views)} messages · {total} tokens")
+
+    def action_focus_message(self, step: int) -> None:
+        """up/down on a message: move to the previous/next one (the input when past the last)."""
+        views = list(self.query_one("#conv-log", VerticalScroll).query(MessageView))
+        if self.focused not in views:
+            return
+        i = views.index(self.focused) + step  # type: ignore[arg-type]
+        if 0 <= i < len(views):
+            views[i].focus()
+        elif i >= len(views):
+            self.query_one("#conv-input", Input).focus()
 
     def focused_message(self) -> Any | None:
         w = self.focused

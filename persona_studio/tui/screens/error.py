@@ -10,7 +10,8 @@ from textual.widgets import Footer, Static
 
 
 class ErrorScreen(Screen):
-    BINDINGS = [Binding("q,escape", "leave", "Quit")]
+    # ctrl+q and ctrl+c also leave (exit 2): StudioApp.action_quit knows there is no workspace.
+    BINDINGS = [Binding("q,escape,ctrl+c", "leave", "Quit")]
 
     def __init__(self, message: str):
         super().__init__()

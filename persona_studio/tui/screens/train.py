@@ -162,12 +162,19 @@ class TrainScreen(StageScreen):
     def _polled(self, msg: Polled) -> None:
         self.jobs = msg.jobs
         table = self.query_one("#train-jobs", DataTable)
-        if [str(r.value) for r in table.rows] != [j.job_id for j in msg.jobs]:
-            table.clear()
-            for j in msg.jobs:
-                table.add_row(j.job_id, j.state, "", key=j.job_id)
-            if msg.jobs and self.selected is None:
-                table.move_cursor(row=len(msg.jobs) - 1)
+        ids = [j.job_id for j in msg.jobs]
+        if [str(r.value) for r in table.rows] != ids:
+            if self.selected not in ids:  # first visit: the running job, else the newest
+                active = [j.job_id for j in msg.jobs if j.state in ("running", "queued")]
+                self.selected = (active or ids or [None])[-1]
+            # Rebuilding moves the cursor, which must not change the selection (a job just
+            # started would lose it to row 0).
+            with self.prevent(DataTable.RowHighlighted):
+                table.clear()
+                for j in msg.jobs:
+                    table.add_row(j.job_id, j.state, "", key=j.job_id)
+                if self.selected in ids:
+                    table.move_cursor(row=ids.index(self.selected))
         for j in msg.jobs:
             table.update_cell(j.job_id, table.columns[list(table.columns)[1]].key, j.state)
             table.update_cell(j.job_id, table.columns[list(table.columns)[2]].key, f"{j.step}/{j.total_steps}")

@@ -10,14 +10,27 @@ from __future__ import annotations
 from typing import Any
 
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import Markdown, Static
 
 
 class MessageView(Vertical, can_focus=True):
+    """Focusable (tab / up / down): the message keys act on the focused message and the footer shows them."""
+
+    BINDINGS = [
+        Binding("e", "screen.edit", "Edit"),
+        Binding("ctrl+r", "screen.regenerate", "Regenerate"),
+        Binding("left_square_bracket", "screen.swipe(-1)", "◀ swipe"),
+        Binding("right_square_bracket", "screen.swipe(1)", "swipe ▶"),
+        Binding("b", "screen.rewind", "Branch here"),
+        Binding("d", "screen.delete", "Delete"),
+        Binding("up", "screen.focus_message(-1)", "Prev", show=False),
+        Binding("down", "screen.focus_message(1)", "Next", show=False),
+    ]
     DEFAULT_CSS = """
-    MessageView { height: auto; padding: 0 1; margin-bottom: 1; }
-    MessageView:focus { background: $boost; }
+    MessageView { height: auto; padding: 0 1; margin-bottom: 1; border-left: blank; }
+    MessageView:focus { background: $boost; border-left: thick $accent; }
     MessageView .msg-head { color: $text-muted; height: 1; }
     MessageView.user .msg-head { color: $accent; }
     MessageView.error .msg-head { color: $error; }
@@ -30,6 +43,9 @@ class MessageView(Vertical, can_focus=True):
         self._head, self._body = head, body
         self._stream: Any = None
         self._text = body
+
+    def on_focus(self) -> None:
+        self.scroll_visible(animate=False)
 
     def compose(self) -> ComposeResult:
         yield Static(self._head, classes="msg-head", markup=False)
@@ -73,4 +89,12 @@ def head_for(msg: Any, names: dict[str, str], swipe: tuple[int, int] | None = No
         parts.append(f"lore {len(msg.meta['lore'])}")
     if msg.meta.get("original") is not None:
         parts.append("edited")
+    if msg.meta.get("stopped"):
+        parts.append("stopped")
+    trimmed = msg.meta.get("trimmed") or {}
+    if trimmed:
+        what = [f"{n} old line{'s' * (n != 1)}" for n in [trimmed.get("history", 0)] if n]
+        what += [f"{n} lore" for n in [trimmed.get("lore", 0)] if n]
+        what += [f"reply cut to {n} tok" for n in [trimmed.get("reply_max_tokens", 0)] if n]
+        parts.append("context full: left out " + ", ".join(what))
     return " · ".join(parts)
