@@ -7,8 +7,8 @@ strings, chunk by chunk, so a stream is refused the moment it goes too deep, wha
 reads it next, and memory stays one chunk.
 
 Speed matters (a Telegram export can be gigabytes): each chunk is scanned with a few numpy
-passes (~300 MB/s, several times faster than the JSON parser behind it); Python only looks at
-the rare quotes that follow a backslash.
+passes, about twice the speed of ijson's C parse behind it and ~10% of a whole Telegram
+`speakers` run (bench/jsondepth_bench.py). No Python loop runs per byte.
 """
 
 from __future__ import annotations

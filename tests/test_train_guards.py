@@ -151,3 +151,14 @@ def test_job_start_lock_leaves_no_stale_lock(ws) -> None:
     out = subprocess.run([sys.executable, "-c", NO_WORKER, "-w", str(ws.root), "train", "--persona", "alice"],
                          cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
+
+
+def test_hostile_job_files_do_not_crash_jobs_listing(ws, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = ws.jobs_dir / "20240101-000000-alice"
+    bad.mkdir(parents=True)
+    (bad / "status.json").write_text("[" * 100_000 + "]" * 100_000)
+    (bad / "metrics.jsonl").write_text('{"step": 1}\n' + "[" * 100_000 + "]" * 100_000 + "\n")
+    assert main(["-w", str(ws.root), "jobs", "--json"]) == 0
+    (job,) = json.loads(capsys.readouterr().out)
+    assert job["state"] == "failed"
+    assert jobs.read_metrics(bad) == [{"step": 1}, {}] and jobs.last_metrics(bad) is None

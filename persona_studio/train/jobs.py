@@ -70,7 +70,7 @@ def now_iso() -> str:
 def read_status(job_dir: Path) -> dict[str, Any]:
     try:
         return json.loads((job_dir / "status.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: a hostile, deeply nested file
         return {}
 
 
@@ -177,7 +177,7 @@ def read_metrics(job_dir: str | Path, since_line: int = 0) -> list[dict[str, Any
     for line in lines[since_line:]:
         try:
             out.append(json.loads(line))
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             out.append({})  # keep line numbering stable for callers counting lines
     return out
 
@@ -190,7 +190,7 @@ def last_metrics(job_dir: str | Path) -> dict[str, Any] | None:
             fh.seek(max(0, fh.tell() - 8192))
             lines = fh.read().decode("utf-8", "replace").split("\n")[:-1]
         return json.loads(lines[-1]) if lines else None
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 
