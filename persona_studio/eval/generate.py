@@ -32,9 +32,14 @@ def generate_all(
     if not reqs:
         return []
     if hasattr(engine, "generate_batch"):
-        out = engine.generate_batch(reqs)
-        if progress:
-            progress(len(reqs), len(reqs))
+        # In slices, so progress moves and a cancel takes effect between them.
+        out: list[str] = []
+        for at in range(0, len(reqs), CONCURRENCY):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            out += engine.generate_batch(reqs[at:at + CONCURRENCY])
+            if progress:
+                progress(len(out), len(reqs))
         return out
     results: list[str] = [""] * len(reqs)
     done = 0
