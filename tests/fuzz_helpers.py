@@ -80,11 +80,18 @@ def random_input(rng: random.Random) -> tuple[bytes, list[str]]:
 
 
 def samples(workdir: Path) -> list[Path]:
-    files = sorted(p for p in DATA.iterdir() if p.is_file())
-    zipped = workdir / "whatsapp_export.zip"  # a WhatsApp ZIP export, read in place
+    """Every sample file (WhatsApp locales too), a WhatsApp ZIP export, and DPO/KTO datasets."""
+    files = sorted(p for p in DATA.rglob("*") if p.is_file())
+    zipped = workdir / "whatsapp_export.zip"  # read in place
     with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.write(DATA / "whatsapp_android.txt", "WhatsApp Chat with Ana.txt")
-    return [*files, zipped]
+    dpo = workdir / "dpo.jsonl"
+    dpo.write_text("\n".join(json.dumps({"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"})
+                             for i in range(4)) + "\n")
+    kto = workdir / "kto.jsonl"
+    kto.write_text("\n".join(json.dumps({"prompt": f"q{i // 2}", "completion": f"a{i}", "label": i % 2 == 0})
+                             for i in range(4)) + "\n")
+    return [*files, zipped, dpo, kto]
 
 
 def _failure(kind: str, case: int, source: str, ops: list[str], exc: BaseException) -> dict:
@@ -193,14 +200,23 @@ def fuzz_store(seed: int, n: int, workdir: Path, counts: Counter[str]) -> list[d
     (ws.personas_dir / "ana").mkdir(parents=True)
     (ws.personas_dir / "ana" / "persona.jsonc").write_text('{"name": "Ana"}')
     ws.store().close()
+    from persona_studio import ingest
+
     files = samples(workdir)
     sources, names = [p.read_bytes() for p in files], [p.name for p in files]
+    # --me as a user would give it: a speaker of the unmutated file (so imports can succeed).
+    speakers: dict[str, list[str | None]] = {}
+    for p in files:
+        try:
+            speakers[p.name] = [s for s, _ in ingest.speakers(p)][:2]
+        except UserError:
+            speakers[p.name] = []
     failures: list[dict] = []
     for case, source, data, ops, rng in _cases(seed, n, sources, names):
         target = workdir / f"case{case}.txt"
         target.write_bytes(data)
         before = _dump(ws.db_path)
-        me = rng.choice([None, "Ana", "me", "bob", "Alice", "张三"])
+        me = rng.choice([*speakers.get(source, []), None, "Ana"])
         try:
             import_files(ws, "ana", [target], me)
             counts["imported"] += 1
