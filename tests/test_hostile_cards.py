@@ -189,3 +189,47 @@ def test_many_compressed_text_chunks_are_not_all_inflated(
         tracemalloc.stop()
     assert rc == 0 and json.loads(out)["name"] == "Zed", err
     assert peak < 64 << 20, f"peak {peak >> 20} MB"
+
+
+async def test_chat_text_with_escape_sequences_is_shown_clean_in_review(workspace: Workspace) -> None:
+    """Chat exports are untrusted too: a message's escape sequences never reach the terminal
+    from the Review screen (table, detail, blocked-word hits, the edit dialog)."""
+    from textual.widgets import DataTable, TextArea
+
+    from persona_studio.tui.app import create_app
+    from tests.test_review import add_sample
+    from tests.tui_helpers import wait_until
+
+    with workspace.store() as store:
+        add_sample(store, "alice", "h1", f"reply {EVIL}")
+        with store.tx() as db:
+            db.execute("INSERT INTO dataset_runs(id, persona_id) VALUES (1, 'alice')")
+            db.execute("INSERT INTO blocked_hits(persona_id, run_id, word, text) VALUES ('alice', 1, 'darn', ?)",
+                       (f"darn {EVIL}",))
+    app = create_app(workspace.root)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("2")
+        table = app.screen.query_one("#review-table", DataTable)
+        await wait_until(pilot, lambda: table.row_count == 1)
+        screens = []
+        for tab in ("tab-samples", "tab-blocked"):
+            app.screen.query_one("#review-tabs").active = tab
+            await pilot.pause()
+            screens.append("\n".join("".join(seg.text for seg in strip)
+                                     for strip in app.screen._compositor.render_strips()))
+        table.focus()
+        await pilot.press("e")
+        await wait_until(pilot, lambda: bool(app.screen.query(TextArea)))
+        screens.append("\n".join("".join(seg.text for seg in strip) for strip in app.screen._compositor.render_strips()))
+        assert "reply ]0;pwned" in screens[0] and "darn ]0;pwned" in screens[1]
+        for screen in screens:
+            assert not CONTROLS.search(screen), repr(screen)
+
+
+def test_speaker_names_with_escape_sequences_print_clean(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    chat = tmp_path / "chat.txt"
+    talk = "".join(f"12/31/23, 9:{i:02d} PM - Bo: an ordinary line of talk, number {i}\n" for i in range(50))
+    chat.write_text(f"12/31/23, 8:41 PM - Eve\x1b]0;x\x07: hi\n{talk}", encoding="utf-8")
+    assert main(["speakers", str(chat)]) == 0
+    out = capsys.readouterr().out
+    assert "Eve]0;x" in out and not CONTROLS.search(out), repr(out)

@@ -182,6 +182,7 @@ def run_import(args: argparse.Namespace, ws: Any) -> int:
 def run_speakers(args: argparse.Namespace, _ws: None) -> int:
     from persona_studio.ingest import speakers
     from persona_studio.ingest.base import check_readable
+    from persona_studio.termsafe import strip_controls
 
     path = Path(args.file).expanduser()
     check_readable(path)
@@ -190,7 +191,7 @@ def run_speakers(args: argparse.Namespace, _ws: None) -> int:
         _print_json([[s, n] for s, n in rows])
     else:
         for s, n in rows:
-            print(f"{n:>9,}  {s}")
+            print(f"{n:>9,}  {strip_controls(s)}")  # names from an untrusted export: no escape sequences
     return 0
 
 

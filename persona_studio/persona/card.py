@@ -20,6 +20,7 @@ from typing import Any
 
 from persona_studio import jsonc, jsondepth
 from persona_studio.errors import UserError
+from persona_studio.termsafe import strip_controls
 from persona_studio.workspace import PERSONA_ID, Workspace, atomic_write, check_persona_id
 
 
@@ -31,16 +32,12 @@ class CardError(UserError, ValueError):
 MAX_CARD_BYTES = 8 << 20  # a card's JSON text, and a persona.jsonc
 MAX_CARD_FILE_BYTES = 32 << 20  # a card file on disk (a PNG carries its image as well)
 MAX_CARD_DEPTH = 32  # pyjson5, which reads persona.jsonc back, nests no deeper by default
-# C0 and C1 control characters but tab and newline: ESC/CSI/OSC sequences in a card field
-# would otherwise reach the terminal (CLI output, and Textual passes them through too).
-_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def clean_text(text: str) -> str:
-    """`text` without control characters (CR and CRLF become LF)."""
-    if not _CONTROLS.search(text):
-        return text
-    return _CONTROLS.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    """`text` without control characters (CR and CRLF become LF): ESC/CSI/OSC sequences in a
+    card field would otherwise reach the terminal (CLI output, and Textual passes them on too)."""
+    return strip_controls(text)
 
 
 def clean(value: Any) -> Any:

@@ -12,6 +12,7 @@ from textual.widgets import DataTable, Label, Select, Static, TabbedContent, Tab
 
 from persona_studio import review
 from persona_studio.errors import UserError
+from persona_studio.termsafe import strip_controls
 from persona_studio.tui.screens.base import StageScreen
 
 FILTERS = [("all", ""), ("pending", "pending"), ("accepted", "accepted"), ("rejected", "rejected")]
@@ -29,7 +30,8 @@ class EditSample(ModalScreen[list | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="edit-dialog"):
             yield Label(f"Edit sample {self.sample.id} — 'user:' / 'assistant:' start a turn; ctrl+s save, esc cancel")
-            yield TextArea(review.turns_to_text(self.sample.turns), id="edit-text")
+            # Chat text is untrusted: no control sequence reaches the terminal (saving drops them).
+            yield TextArea(strip_controls(review.turns_to_text(self.sample.turns)), id="edit-text")
             yield Static("", id="edit-error")
 
     def action_save(self) -> None:
@@ -115,7 +117,8 @@ class ReviewScreen(StageScreen):
         for s in review.list_samples(self.store, persona, status=status):  # type: ignore[arg-type]
             self.samples[s.id] = s
             score = "-" if s.score is None else f"{s.score:g}"
-            table.add_row(str(s.id), s.status + ("*" if s.edited else ""), score, str(len(s.turns)), s.preview,
+            table.add_row(str(s.id), s.status + ("*" if s.edited else ""), score, str(len(s.turns)),
+                          strip_controls(s.preview),
                           key=str(s.id))
         if self.samples:
             table.move_cursor(row=min(cursor, len(self.samples) - 1))
@@ -150,7 +153,7 @@ class ReviewScreen(StageScreen):
             return
         hits = review.blocked_hits(self.store, persona, word, limit=50)
         text = "\n".join(f"[{h['word']}] {h['text']}" for h in hits) or "no blocked-word hits in the last run"
-        self.query_one("#blocked-hits", Static).update(text)
+        self.query_one("#blocked-hits", Static).update(strip_controls(text))
 
     @on(DataTable.RowHighlighted, "#blocked-words")
     def _word(self, event: DataTable.RowHighlighted) -> None:
@@ -175,7 +178,7 @@ class ReviewScreen(StageScreen):
             return
         head = f"#{s.id} {s.status}" + (f" · score {s.score:g} {s.reason}" if s.score is not None else "")
         body = "\n\n".join(f"{t['role']}: {t['content']}" for t in s.turns)
-        box.update(f"{head}\n{'─' * 30}\n{body}")
+        box.update(strip_controls(f"{head}\n{'─' * 30}\n{body}"))  # chat text may hold escape sequences
 
     def action_mark(self, status: str) -> None:
         s = self.current()
