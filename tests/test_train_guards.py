@@ -146,7 +146,7 @@ def test_job_start_lock_leaves_no_stale_lock(ws) -> None:
          "cm = jobs._start_lock(ws, 'alice'); cm.__enter__(); os._exit(9)", str(ws.root)],
         cwd=REPO, timeout=60)
     assert proc.returncode == 9
-    assert (ws.jobs_dir / ".start-alice.lock").exists()
+    assert (ws.state_dir / "locks" / "train-start-alice.lock").exists()
     env = dict(os.environ)
     out = subprocess.run([sys.executable, "-c", NO_WORKER, "-w", str(ws.root), "train", "--persona", "alice"],
                          cwd=REPO, capture_output=True, text=True, timeout=120, env=env)

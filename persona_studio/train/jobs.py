@@ -261,6 +261,10 @@ def create_job(ws: Workspace, persona_id: str) -> Path:
     job_dir = ws.jobs_dir / job_id
     job_dir.mkdir(parents=True)
     data_mod.write_jsonl(job_dir / "data.jsonl", rows)
+    from persona_studio.eval import samples as samples_mod  # what the worker asks while it trains
+
+    samples_mod.write_probes(ws, job_dir, card.system_prompt,
+                             [t["content"] for s in train for t in s["turns"] if t["role"] == "assistant"])
     spec_mod.save(spec, job_dir / "spec.json")
     write_status(job_dir, job_id=job_id, persona_id=persona_id, state="queued", pid=None, error=None,
                  created_at=spec.created_at, queued_at=spec.created_at, step=0, total_steps=0, adapter=None)
@@ -292,8 +296,9 @@ def _start_lock(ws: Workspace, persona_id: str) -> Iterator[None]:
     O_EXCL: the kernel drops it when the holder dies, so a killed start leaves nothing stale."""
     import fcntl
 
-    ws.jobs_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(ws.jobs_dir / f".start-{persona_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    locks = ws.state_dir / "locks"  # not in jobs/: that holds job directories only
+    locks.mkdir(parents=True, exist_ok=True)
+    fd = os.open(locks / f"train-start-{persona_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # the other start waits here for the first to queue its job
         yield
