@@ -49,9 +49,10 @@ def wait_for(name: str, *texts: str, timeout: float = 30.0) -> str:
     raise AssertionError(f"{missing!r} never appeared; screen was:\n{screen}")
 
 
-def start(name: str, cmd: str) -> None:
+def start(name: str, cmd: str, size: tuple[int, int] = (80, 24)) -> None:
     subprocess.run(
-        [TMUX, "new-session", "-d", "-s", name, "-x", "80", "-y", "24", f"{cmd}; echo EXIT=$?; sleep 30"],
+        [TMUX, "new-session", "-d", "-s", name, "-x", str(size[0]), "-y", str(size[1]),
+         f"{cmd}; echo EXIT=$?; sleep 30"],
         check=True,
         env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "TERM": "xterm-256color", "HOME": "/tmp"},
     )

@@ -247,7 +247,7 @@ def _progress_from_log(ws: Workspace, offset: int) -> tuple[float, str]:
             text = fh.read().decode("utf-8", "replace")
     except OSError:
         return 0.0, ""
-    frac, what = 0.02, "starting vLLM"
+    frac, what = 0.02, "launching vLLM"
     for needle, f, label in _MILESTONES:
         if needle in text:
             frac, what = f, label

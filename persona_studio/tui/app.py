@@ -120,7 +120,7 @@ class StudioApp(App[int]):
 
         def progress(msg: str, frac: float | None) -> None:
             pct = f" {int(frac * 100)}%" if frac is not None else ""
-            self.call_from_thread(self.set_engine_state, f"starting {msg[:30]}{pct}")
+            self.call_from_thread(self.set_engine_state, f"starting: {msg[:40]}{pct}")
 
         try:
             engine = make_engine(self.workspace)

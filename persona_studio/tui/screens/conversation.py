@@ -92,6 +92,7 @@ class ConversationScreen(StageScreen):
         Binding("d", "delete", "Delete", show=False),
         Binding("b", "rewind", "Rewind here", show=False),
         Binding("n", "new_chat", "New chat"),
+        Binding("up", "focus_message(0)", "↑ messages", show=False),
         Binding("l", "lore", "Lore", show=False),
     ]
 
@@ -125,7 +126,7 @@ class ConversationScreen(StageScreen):
         yield from ()
 
     def input_placeholder(self) -> str:
-        return "type a message, enter sends · esc leaves the field · ctrl+x stops"
+        return "type a message, enter sends · ↑ picks a message · esc leaves the field · ctrl+x stops"
 
     def on_mount(self) -> None:
         self.ui_tree = self._tree()
@@ -269,9 +270,12 @@ class ConversationScreen(StageScreen):
         self.info(f"chat {self.chat_id} · {len(views)} messages · {total} tokens")
 
     def action_focus_message(self, step: int) -> None:
-        """up/down on a message: move to the previous/next one (the input when past the last)."""
+        """up/down on a message: move to the previous/next one (the input when past the last);
+        up from the input (step 0) focuses the last message, whose keys the footer then shows."""
         views = list(self.query_one("#conv-log", VerticalScroll).query(MessageView))
         if self.focused not in views:
+            if step == 0 and views:
+                views[-1].focus()
             return
         i = views.index(self.focused) + step  # type: ignore[arg-type]
         if 0 <= i < len(views):

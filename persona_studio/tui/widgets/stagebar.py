@@ -32,7 +32,7 @@ class StageBar(Static):
             if mode == self.current:
                 text.append(f"▶{key} {title}", style="bold reverse")
             else:
-                text.append(f" {key} {title}", style="")
+                text.append(f"{key} {title}", style="")
             self._spans.append((start + 1, text.cell_len + 1, mode))  # +1: the left padding
         return text
 
