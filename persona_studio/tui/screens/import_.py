@@ -187,8 +187,12 @@ class ImportScreen(StageScreen):
         from persona_studio.importlog import persona_of_files
 
         owner = persona_of_files(self.workspace, [f["path"] for f in msg.info])
+        select = self.query_one("#import-persona", Select)
         if owner is not None:
-            self.query_one("#import-persona", Select).value = owner
+            select.value = owner
+        elif not isinstance(select.value, str):
+            self.query_one("#import-summary", Static).update(
+                "which persona are these chats for? pick one in the persona list (or \"new persona…\")")
         if totals:
             speakers.highlighted = 0
             speakers.focus()
