@@ -153,3 +153,26 @@ async def test_tab_completes_the_path(tmp_path: Path) -> None:
         await pilot.pause(0.2)
         await pilot.press("tab")  # nothing left to complete: tab moves on
         assert app.focused is not box
+
+
+async def test_tab_completes_names_with_spaces_so_they_scan(tmp_path: Path) -> None:
+    ws = repo_workspace(tmp_path)
+    (ws / "exports").mkdir()
+    (ws / "exports" / "WhatsApp Chat with Rosa.txt").write_text(
+        "12/31/23, 9:41 PM - Rosa: hi\n12/31/23, 9:42 PM - Jake: hey\n", encoding="utf-8")
+    app = create_app(ws)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: app.current_mode == "import")
+        box = app.screen.query_one("#import-files", Input)
+        box.focus()
+        await pilot.press(*"exports/Wha")
+        await wait_until(pilot, lambda: box._suggestion.endswith(".txt"))
+        await pilot.press("tab")
+        assert box.value == "exports/WhatsApp\\ Chat\\ with\\ Rosa.txt"
+        box.value = '"exports/WhatsApp Ch'
+        box.cursor_position = len(box.value)
+        await wait_until(pilot, lambda: box._suggestion.endswith('.txt"'))
+        await pilot.press("tab", "enter")  # enter in the path box scans
+        speakers = app.screen.query_one("#import-speakers", OptionList)
+        await wait_until(pilot, lambda: speakers.option_count == 2, timeout=30)
+        assert {speakers.get_option_at_index(i).id for i in range(2)} == {"Rosa", "Jake"}

@@ -8,6 +8,7 @@ undoes the persona's latest import (press twice). The target persona follows the
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -26,26 +27,62 @@ from persona_studio.errors import UserError
 from persona_studio.tui.screens.base import StageScreen
 
 
+def last_word(value: str) -> tuple[str, str | None]:
+    """The last path on the line as the shell would read it (quotes and backslash escapes
+    undone, as `paths()` splits with shlex), and the quote still open at the end, if any."""
+    word: list[str] = []
+    quote: str | None = None
+    i = 0
+    while i < len(value):
+        ch = value[i]
+        if quote:
+            if ch == quote:
+                quote = None
+            else:
+                word.append(ch)
+        elif ch == "\\" and i + 1 < len(value):
+            i += 1
+            word.append(value[i])
+        elif ch in "'\"":
+            quote = ch
+        elif ch.isspace():
+            word = []
+        else:
+            word.append(ch)
+        i += 1
+    return "".join(word), quote
+
+
+_SHELL_SPECIAL = re.compile(r"([\s'\"\\$`!*?&;|<>(){}\[\]#~])")
+
+
 class PathSuggester(Suggester):
-    """Completes the last path on the line from the directory listing (tab/→ accepts)."""
+    """Completes the last path on the line from the directory listing (tab/→ accepts). Names
+    with spaces (`WhatsApp Chat with Rosa.zip`) are completed escaped, so the line still splits
+    into the right files."""
 
     def __init__(self, root: Path):
         super().__init__(use_cache=False, case_sensitive=True)
         self.root = root
 
     async def get_suggestion(self, value: str) -> str | None:
-        head, _, last = value.rpartition(" ")
+        last, quote = last_word(value)
         base = Path(last).expanduser()
         if not base.is_absolute():
             base = self.root / base
-        folder, stem = (base, "") if last.endswith("/") else (base.parent, base.name)
+        folder, stem = (base, "") if last.endswith("/") or not last else (base.parent, base.name)
         try:
             names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
         except OSError:
             return None
         for name in names:
             if name.startswith(stem) and name != stem and not name.startswith("."):
-                return value + name[len(stem):]
+                rest = name[len(stem):]
+                if quote is None:
+                    rest = _SHELL_SPECIAL.sub(r"\\\1", rest)
+                elif not name.endswith("/"):
+                    rest += quote  # a whole file name: close the quote the user opened
+                return value + rest
         return None
 
 
