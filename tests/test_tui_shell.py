@@ -48,15 +48,43 @@ async def test_status_line_shows_workspace_model_engine_jobs(workspace) -> None:
         assert "engine starting 40%" in str(app.screen.query_one(StatusLine).render())
 
 
-async def test_footer_shows_stage_bindings(workspace) -> None:
+async def test_stage_bar_names_every_stage_and_the_footer_starts_with_the_stages_keys(workspace) -> None:
     from textual.widgets import Footer
+    from textual.widgets._footer import FooterKey
+
+    from persona_studio.tui.screens.base import STAGES as ALL_STAGES
+    from persona_studio.tui.widgets.stagebar import StageBar
 
     app = create_app(workspace.root)
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_until(pilot, lambda: app.current_mode == "import")
-        footer = app.screen.query_one(Footer)
-        keys = {b.key for (_, b, _, _) in footer.screen.active_bindings.values()}
-        assert {"1", "2", "3", "4", "5", "6", "ctrl+q"} <= keys
+        for key, mode in (("1", "import"), ("3", "train"), ("4", "chat")):
+            await pilot.press(key)
+            await wait_until(pilot, lambda m=mode: app.current_mode == m)
+            await pilot.pause()
+            bar = app.screen.query_one(StageBar)
+            text = bar.render_bar().plain
+            assert bar.region.width <= 80 and len(text) <= bar.region.width - 2  # nothing cut off at 80x24
+            for _mode, k, title, _ in ALL_STAGES:
+                assert f"{k} {title}" in text
+            current = next(title for m, _, title, _ in ALL_STAGES if m == mode)
+            assert f"▶{key} {current}" in text and text.count("▶") == 1
+            footer = app.screen.query_one(Footer)
+            shown = [fk.key for fk in footer.query(FooterKey)]
+            own = [b.key for b in type(app.screen).BINDINGS if getattr(b, "show", True)]
+            assert shown[: len(own)] == own, (shown, own)  # the stage's own keys come first
+            assert "ctrl+q" in shown and "1" not in shown  # stage keys live in the stage bar
+        keys = {b.key for (_, b, _, _) in app.screen.active_bindings.values()}
+        assert {"1", "2", "3", "4", "5", "6", "ctrl+q"} <= keys  # still bound, only not in the footer
+
+
+async def test_error_panel_exits_2_with_every_quit_key(tmp_path: Path) -> None:
+    for key in ("q", "escape", "ctrl+q", "ctrl+c"):
+        app = create_app(tmp_path / "nowhere")
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            await pilot.press(key)
+            await pilot.pause()
+        assert app.return_code == 2, key
 
 
 async def test_broken_settings_show_an_error_panel_not_a_traceback(tmp_path: Path) -> None:
