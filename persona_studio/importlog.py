@@ -120,7 +120,8 @@ def undo_import(ws: Workspace, import_id: int) -> dict[str, Any]:
             rebuilt = None
             # (a persona whose card was deleted keeps its samples: nothing to rebuild them with)
             if had_run and samples_before and persona_id in ws.persona_ids():
-                rebuilt = make_dataset(_InTransaction(ws, db), persona_id)
+                # force: review work on samples only this import made goes with them, as asked
+                rebuilt = make_dataset(_InTransaction(ws, db), persona_id, force=True)
             samples_after = count_samples()
     finally:
         store.close()

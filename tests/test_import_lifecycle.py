@@ -134,6 +134,8 @@ def test_undo_removes_the_import_and_the_samples_only_it_made(workspace: Workspa
     assert set(samples(workspace)) == {"shared question", "question only in A", "question only in B"}
     with workspace.store() as store, store.tx() as db:  # a review decision that must survive
         db.execute("UPDATE samples SET status = 'accepted' WHERE turns LIKE '%shared question%'")
+        # reviewed work on a sample only A made goes with A (make-dataset alone would refuse to drop it)
+        db.execute("UPDATE samples SET status = 'rejected' WHERE turns LIKE '%only in A%'")
     assert cli(workspace, "import", "--list", "--persona", "p", "--json") == 0
     listed = json.loads(capsys.readouterr().out)
     assert [(r["id"], r["messages"]) for r in listed] == [(ids[1], 4), (ids[0], 4)]
