@@ -261,6 +261,10 @@ def create_job(ws: Workspace, persona_id: str) -> Path:
     job_dir = ws.jobs_dir / job_id
     job_dir.mkdir(parents=True)
     data_mod.write_jsonl(job_dir / "data.jsonl", rows)
+    from persona_studio.eval import samples as samples_mod  # what the worker asks while it trains
+
+    samples_mod.write_probes(ws, job_dir, card.system_prompt,
+                             [t["content"] for s in train for t in s["turns"] if t["role"] == "assistant"])
     spec_mod.save(spec, job_dir / "spec.json")
     write_status(job_dir, job_id=job_id, persona_id=persona_id, state="queued", pid=None, error=None,
                  created_at=spec.created_at, queued_at=spec.created_at, step=0, total_steps=0, adapter=None)

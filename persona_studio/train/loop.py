@@ -222,8 +222,12 @@ def train(
     job_dir: Path,
     stop: StopFn = lambda: False,
     progress: ProgressFn = lambda _m: None,
+    sampler: Callable[[int, Any, Any], None] | None = None,
 ) -> str:
-    """Train, checkpointing as configured; returns "done" (adapter in job_dir/adapter) or "cancelled"."""
+    """Train, checkpointing as configured; returns "done" (adapter in job_dir/adapter) or "cancelled".
+
+    `sampler(step, model, tokenizer)` runs after every optimizer step on rank 0 (eval/samples.py:
+    probe replies every few steps)."""
     import torch
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -363,6 +367,10 @@ def train(
             progress(line)
             print(f"loop: step {step}/{total_steps} loss {line['loss']:.4f} lr {lr:.2e}", flush=True)
             win_loss, win_tokens, win_seen, win_start = torch.zeros((), device=device), 0, 0, time.monotonic()
+        if main and sampler is not None:
+            t0 = time.monotonic()
+            sampler(step, model, tokenizer)
+            win_start += time.monotonic() - t0  # sampling is not training: keep it out of tokens/s
         if stopping and not last:  # a stop request during the final step changes nothing
             checkpoint()
             return "cancelled"

@@ -119,9 +119,10 @@ class Worker:
             return pref_loop.train(spec, self.job_dir, stop=self.stop.is_set)
         if spec.num_gpus > 1:
             return self.train_multi_gpu(spec)
+        from persona_studio.eval.samples import Sampler
         from persona_studio.train import loop
 
-        return loop.train(spec, self.job_dir, stop=self.stop.is_set)
+        return loop.train(spec, self.job_dir, stop=self.stop.is_set, sampler=Sampler(self.job_dir))
 
     def train_multi_gpu(self, spec: spec_mod.TrainSpec) -> str:
         cmd = [

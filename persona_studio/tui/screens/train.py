@@ -55,6 +55,19 @@ def device_memory(pid: int | None) -> str:
     return "-"
 
 
+def samples_text(job_dir: str) -> str:
+    """The newest probe replies of a job, one line per question (empty until the first sampling step)."""
+    from persona_studio.eval.samples import read_samples
+
+    found = read_samples(job_dir)
+    if not found:
+        return ""
+    last = found[-1]
+    lines = [f"samples at step {last['step']}:"]
+    lines += [f"  {s['question']} → {' '.join(s['reply'].split())[:200]}" for s in last["samples"]]
+    return "\n".join(lines)
+
+
 TRAIN_FIELDS = ("quantization", "lora_rank", "learning_rate", "num_train_epochs", "max_steps", "cutoff_len")
 
 
@@ -130,6 +143,8 @@ class TrainScreen(StageScreen):
             with Vertical(id="train-right"):
                 yield PlotextPlot(id="train-plot")
                 yield Static("", id="train-log", markup=False)
+                # probe replies the worker writes every eval.sample_every_steps (eval/samples.py)
+                yield Static("", id="train-samples", markup=False)
         yield ProgressBar(id="train-progress", show_eta=False)
         yield Static("no job selected", id="train-stats")
 
@@ -156,7 +171,9 @@ class TrainScreen(StageScreen):
             metrics = [m for m in jobs_mod.read_metrics(job.job_dir) if m]
             log = jobs_mod.tail_log(job.job_dir, 12)
             mem = device_memory(job.pid) if job.state == "running" else "-"
-        self.post_message(self.Polled(jobs, metrics, log, mem))
+        msg = self.Polled(jobs, metrics, log, mem)
+        msg.samples = samples_text(job.job_dir) if job is not None else ""  # type: ignore[attr-defined]
+        self.post_message(msg)
 
     @on(Polled)
     def _polled(self, msg: Polled) -> None:
@@ -198,6 +215,7 @@ class TrainScreen(StageScreen):
             parts.append(f"[b red]error: {escape(job.error)}[/]")
         self.query_one("#train-stats", Static).update(" · ".join(parts))
         self.query_one("#train-log", Static).update("\n".join(msg.log) or "(log is empty)")
+        self.query_one("#train-samples", Static).update(getattr(msg, "samples", ""))
 
     def current_job(self) -> Any | None:
         return next((j for j in self.jobs if j.job_id == self.selected), self.jobs[-1] if self.jobs else None)
