@@ -129,6 +129,12 @@ _PATTERNS: dict[str, str] = {
 _REGEX_KINDS = tuple(k for k in KINDS if k != "phone")
 # A phone's shape in what the shaped kinds left: as in the pre-check, on normalised text.
 _PHONE_GATE = re.compile(rf"[0-9](?:{_P}{{0,4}}[0-9]){{6}}|\+{_P}?[0-9]")
+# A run of digits, '+' and phone punctuation: where a phone number can be, whole.
+_RUN = re.compile(f"[0-9+{_PUNCT}]*[0-9][0-9+{_PUNCT}]*")
+_DATE_RUN = re.compile(
+    r"[ \t]*\(?(?:(?:19|20)\d\d([-/.])\d{1,2}\1\d{1,2}|\d{1,2}([-/.])\d{1,2}\2(?:19|20)?\d\d)(?:[ T]\d{1,2})?[ \t]*"
+)
+_CONTEXT = 4  # characters either side of a run the matcher sees: "No. ", a letter, ":MM" after a time
 # Written dates and year-led numbers are no phone numbers, whatever a region's plan allows.
 _DATEISH = re.compile(
     r"\(?(?:[0-3]?\d[./\-][01]?\d[./\-](?:19|20)?\d\d|(?:19|20)\d\d(?:[./\- ]|$)|(?:20\d\d)(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01]))"
@@ -426,17 +432,19 @@ class Redactor:
         return a, b, kind
 
     def _phones(self, text: str) -> list[tuple[int, int]]:
-        """Spans of phone numbers in any of the regions, overlapping ones merged."""
-        got = self._phone_cache.get(text)
-        if got is not None:
-            return got
-        from phonenumbers import Leniency, PhoneNumberMatcher
+        """Spans of phone numbers in any of the regions, overlapping ones merged.
 
+        The matcher runs on each run of digits and phone punctuation with a phone's shape, with
+        a few characters around it (what the matcher and `_phone_ok` look at beside a number),
+        not on the whole text: the same number or date in another message is then a cache hit,
+        and written dates never get to it at all."""
         spans = []
-        for region in self.regions:
-            for m in PhoneNumberMatcher(text, region, leniency=Leniency.VALID):
-                if _phone_ok(text, m.start, m.raw_string, region):
-                    spans.append((m.start, m.end))
+        for m in _RUN.finditer(text):
+            run = m.group()
+            if not _PHONE_GATE.search(run) or _DATE_RUN.fullmatch(run):
+                continue
+            a = max(0, m.start() - _CONTEXT)
+            spans.extend((a + s, a + e) for s, e in self._window(text[a:m.end() + _CONTEXT]))
         spans.sort()
         merged: list[tuple[int, int]] = []
         for a, b in spans:
@@ -444,10 +452,23 @@ class Redactor:
                 merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
             else:
                 merged.append((a, b))
+        return merged
+
+    def _window(self, text: str) -> list[tuple[int, int]]:
+        got = self._phone_cache.get(text)
+        if got is not None:
+            return got
+        from phonenumbers import Leniency, PhoneNumberMatcher
+
+        found = []
+        for region in self.regions:
+            for m in PhoneNumberMatcher(text, region, leniency=Leniency.VALID):
+                if _phone_ok(text, m.start, m.raw_string, region):
+                    found.append((m.start, m.end))
         if len(self._phone_cache) >= _CACHE_MAX:
             self._phone_cache.clear()
-        self._phone_cache[text] = merged
-        return merged
+        self._phone_cache[text] = found
+        return found
 
 
 def _replace(text: str, spans: list[tuple[int, int, str]]) -> str:
