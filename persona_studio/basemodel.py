@@ -33,7 +33,7 @@ MANIFEST = "persona_studio_builtin.json"
 # Bump when the conversion changes what it writes: older caches are then converted again.
 CONVERTER_VERSION = 1
 KEY = "model.name_or_path"
-_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")  # "org/name" (or a legacy "name")
 
 Progress = Callable[[str, float | None], None]
 _VERIFIED: set[Path] = set()  # converted directories this process has fully hashed
