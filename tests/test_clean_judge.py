@@ -62,6 +62,12 @@ def test_offline_vllm_judge_scores_every_sample(workspace: Workspace, tiny_model
     assert j["judge"] == f"vllm:{tiny_model}" and j["scored"] == summary["samples"]["total"]
     assert j.get("unparsed", 0) == 0
     check_scored(ws, j["judge"])
+    # It ran on the workspace's engine service, started for this run and stopped after it,
+    # with vLLM's output in the service's log rather than on the terminal.
+    from persona_studio.engine import service
+
+    assert service.read_info(ws) is None
+    assert "Application startup complete" in service.log_path(ws).read_text()
     # a person's decision wins over the judge; already-scored samples are not scored again
     from persona_studio import review
 
@@ -166,3 +172,30 @@ def test_judge_unreachable_server_is_one_line_error(workspace: Workspace, tmp_pa
         score_persona(ws, "alice")
     assert "\n" not in str(exc.value)
     assert rows(ws, "SELECT count(*) n FROM scores") == [{"n": 0}]
+
+
+@pytest.mark.slow
+def test_offline_judge_that_cannot_start_is_one_line_exit_2(workspace: Workspace, tiny_model: Path,
+                                                             tmp_path: Path) -> None:
+    """Both offline paths: the workspace's engine service (judge = the base model) and a judge
+    service of its own (judge.model_name names another model)."""
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    (broken / "model.safetensors").write_bytes(b"not weights")
+    ws = judge_ws(workspace, tiny_model, tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for judge in ({}, {"model_name": str(broken)}):
+        cfg = json.loads(ws.settings_path.read_text())
+        cfg["model"]["name_or_path"] = str(broken) if not judge else str(tiny_model)
+        cfg["make_dataset"]["judge"] = {**cfg["make_dataset"]["judge"], **judge}
+        ws.settings_path.write_text(json.dumps(cfg))
+        proc = subprocess.run([sys.executable, "-m", "persona_studio", "score", "--persona", "alice",
+                               "-w", str(ws.root)], capture_output=True, text=True, env=env, timeout=300)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert lines[-1].startswith("persona-studio: error:") and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        assert "engine service failed to start" in lines[-1]
+        log = ".studio/judge-engine.log" if judge else ".studio/engine.log"
+        assert log in lines[-1] and len([ln for ln in lines if "error" in ln.lower()]) == 1

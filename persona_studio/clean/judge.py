@@ -1,10 +1,11 @@
 """LLM judge: score each sample 1-5 and accept/reject it by `judge.accept_score`.
 
-Two backends: offline vLLM (`LLM.chat` with structured outputs constrained to the choice
-"1".."5", so any model — even a tiny random one — answers with a valid score), or an
-OpenAI-compatible API (`judge.online_llm_clear`, `base_url`, `model_name`, `api_key_env`),
-where vLLM servers get the same constraint through `structured_outputs` and other servers are
-parsed for the first digit 1-5.
+Two backends, one client: offline, vLLM's server as an engine service (engine/service.py: the
+workspace's chat engine for the base model, a judge service for another `model_name`), or an
+OpenAI-compatible API (`judge.online_llm_clear`, `base_url`, `model_name`, `api_key_env`). vLLM
+servers constrain the answer to the choice "1".."5" through `structured_outputs`, so any model —
+even a tiny random one — answers with a valid score; other servers are parsed for the first
+digit 1-5.
 
 Scores land in `scores` (judge = "vllm:<model>" / "api:<model>"). The judge sets a sample's
 status only while no review action is live on it: a person's accept/reject/edit wins.
@@ -52,68 +53,6 @@ def render(name: str, turns: Sequence[dict[str, Any]]) -> str:
 def parse_score(text: str) -> int | None:
     m = _DIGIT.search(text or "")
     return int(m.group(0)) if m else None
-
-
-class OfflineJudge:
-    """vLLM in-process. Build it in a `__main__`-guarded program: vLLM starts worker processes."""
-
-    def __init__(self, model: str, *, dtype: str = "auto", max_model_len: int = 4096,
-                 gpu_memory_utilization: float = 0.85, enforce_eager: bool = False,
-                 trust_remote_code: bool = False):
-        import os
-
-        # vLLM logs INFO lines to stdout: keep them (and its workers') off `--json` output.
-        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-        try:
-            from vllm import LLM
-        except ImportError as exc:
-            raise JudgeError(f"judge: vLLM is not installed ({exc}); set make_dataset.judge.online_llm_clear") from None
-
-        if dtype == "auto":
-            import torch
-
-            dtype = "auto" if torch.cuda.is_available() else "float32"
-        self.name = f"vllm:{model}"
-        self.max_model_len = max_model_len
-        try:
-            self.llm = LLM(model=model, dtype=dtype, max_model_len=max_model_len,
-                           gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
-                           trust_remote_code=trust_remote_code)
-        except Exception as exc:  # noqa: BLE001 - any start failure is one line for the user
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise JudgeError(f"judge: vLLM failed to start with {model}: {first}") from None
-        self.tokenizer = self.llm.get_tokenizer()
-
-    def _fit(self, persona_name: str, turns: Sequence[dict[str, Any]]) -> str:
-        # Keep the prompt inside max_model_len: cut the conversation, never the question.
-        frame = len(self.tokenizer.encode(INSTRUCTION.format(name=persona_name, conversation="")))
-        budget = max(16, self.max_model_len - frame - 48)
-        conv = render(persona_name, turns)
-        ids = self.tokenizer.encode(conv, add_special_tokens=False)
-        if len(ids) > budget:
-            conv = self.tokenizer.decode(ids[:budget]) + " …"
-        return INSTRUCTION.format(name=persona_name, conversation=conv)
-
-    def score(self, persona_name: str, samples: Sequence[Sequence[dict[str, Any]]]) -> list[int | None]:
-        from vllm import SamplingParams
-        from vllm.sampling_params import StructuredOutputsParams
-
-        params = SamplingParams(temperature=0.0, max_tokens=4,
-                                structured_outputs=StructuredOutputsParams(choice=CHOICES))
-        chats = [[{"role": "user", "content": self._fit(persona_name, t)}] for t in samples]
-        outs = self.llm.chat(chats, params, use_tqdm=False)
-        return [parse_score(o.outputs[0].text if o.outputs else "") for o in outs]
-
-    def close(self) -> None:
-        # Stop the engine-core worker now (and free its memory) instead of at garbage collection.
-        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
-        if core is not None and hasattr(core, "shutdown"):
-            core.shutdown()
-        del self.llm
-        import gc
-
-        gc.collect()
 
 
 class OnlineJudge:
@@ -175,18 +114,22 @@ class OnlineJudge:
 
 
 class ServiceJudge(OnlineJudge):
-    """The offline judge on the base model, through the workspace's engine service.
+    """The offline judge through an engine service: vLLM never runs in the studio's process.
 
-    It reuses a running service (no second copy of the model) or starts one for this run
-    and stops it afterwards; the service's log, not the terminal, gets vLLM's output.
+    On the base model it reuses the workspace's running engine service (no second copy of the
+    model) or starts one for this run; another judge model gets a judge service of its own.
+    Whatever this run started it stops afterwards; vLLM's output goes to the service's log.
     """
 
     def __init__(self, ws: Any):
         from persona_studio.engine import service
 
-        info, self.started = service.ensure(ws)
-        super().__init__(info.base_url, info.model, service.api_key(ws), ws.settings.engine.timeout_s)
-        self.name = f"vllm:{ws.settings.model.name_or_path}"  # same judge name as in-process scores
+        model = ws.settings.make_dataset.judge.model_name
+        # The base model: the chat engine's service. Another model: a judge service of its own.
+        self.role = service.JUDGE if model else service.ENGINE
+        info, self.started = service.ensure(ws, role=self.role)
+        super().__init__(info.base_url, info.model, service.api_key(ws, role=self.role), ws.settings.engine.timeout_s)
+        self.name = f"vllm:{model or ws.settings.model.name_or_path}"  # the same name as in-process scores had
         self.ws = ws
 
     def close(self) -> None:
@@ -194,28 +137,22 @@ class ServiceJudge(OnlineJudge):
         if self.started:
             from persona_studio.engine import service
 
-            service.stop(self.ws)
+            service.stop(self.ws, role=self.role)
 
 
-def make_judge(ws: Any) -> OfflineJudge | OnlineJudge:
+def make_judge(ws: Any) -> OnlineJudge:
+    """The online judge (any OpenAI-compatible API), or the offline one on an engine service."""
     from persona_studio import settings as settings_mod
 
     s = ws.settings
     j = s.make_dataset.judge
-    from persona_studio import basemodel
-
     if j.online_llm_clear:
+        from persona_studio import basemodel
+
         # Empty model_name: the base model, named as `persona-studio serve` names it (its path).
         model = j.model_name or basemodel.resolve(ws).path_or_name
         return OnlineJudge(j.base_url, model, settings_mod.api_key(j.api_key_env), j.timeout_s)
-    # Offline: the judge model goes through the same resolver as the base model (built-in names too).
-    model = basemodel.ensure(j.model_name, ws.root) if j.model_name else basemodel.ensure(ws)
-    if s.engine.backend == "vllm" and not j.model_name:
-        return ServiceJudge(ws)
-    v = s.vllm_args
-    return OfflineJudge(model, dtype=s.model.dtype, max_model_len=v.max_model_len,
-                        gpu_memory_utilization=v.gpu_memory_utilization, enforce_eager=v.enforce_eager,
-                        trust_remote_code=s.model.trust_remote_code)
+    return ServiceJudge(ws)
 
 
 def score_persona(ws: Any, persona_id: str, *, rescore: bool = False, judge: Any = None,

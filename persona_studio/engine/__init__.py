@@ -112,13 +112,14 @@ def model_path(ws: Workspace) -> str:
     return _model_path(ws)
 
 
-def context_len(ws: Workspace) -> int:
+def context_len(ws: Workspace, model: str | None = None) -> int:
     """The engine's context: vllm_args.max_model_len, or the model's own limit when smaller.
 
     Read from a local model's config.json (no transformers import); a hub name keeps the setting.
+    `model` is another model than the base one (the judge's).
     """
     want = ws.settings.vllm_args.max_model_len
-    cfg = Path(model_path(ws)) / "config.json"
+    cfg = Path(model or model_path(ws)) / "config.json"
     try:
         raw = json.loads(cfg.read_text(encoding="utf-8"))
     except (OSError, ValueError):

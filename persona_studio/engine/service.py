@@ -10,6 +10,7 @@ the TUI and SSH drops, so the next `persona-studio` chats at once instead of rel
     .studio/engine/api_key        the bearer key (0600)
     .studio/engine/lock           held while a process launches the service
     .studio/engine.log            the server's stdout/stderr
+    .studio/judge-engine/, .studio/judge-engine.log   the same for a judge model other than the base
 
 Nothing here imports vllm; clients talk HTTP (engine/remote.py).
 """
@@ -34,6 +35,10 @@ from persona_studio.engine.base import EngineError, Progress, no_progress
 from persona_studio.workspace import Workspace, atomic_write
 
 HOST = "127.0.0.1"
+# Roles: the chat engine (base model + runtime LoRA), and the judge when make_dataset.judge
+# names a model other than the base one (plain, no LoRA). Each has its own directory and log.
+ENGINE = "engine"
+JUDGE = "judge-engine"
 # Milestones of a vLLM server start as its log shows them, and how far along each one is.
 _MILESTONES = [
     ("non-default args", 0.05, "reading the model config"),
@@ -71,32 +76,32 @@ class ServiceInfo:
 
 
 # -- files ---------------------------------------------------------------------------------------
-def service_dir(ws: Workspace) -> Path:
-    return ws.state_dir / "engine"
+def service_dir(ws: Workspace, *, role: str = ENGINE) -> Path:
+    return ws.state_dir / role
 
 
-def log_path(ws: Workspace) -> Path:
-    return ws.state_dir / "engine.log"
+def log_path(ws: Workspace, *, role: str = ENGINE) -> Path:
+    return ws.state_dir / f"{role}.log"
 
 
-def read_info(ws: Workspace) -> ServiceInfo | None:
+def read_info(ws: Workspace, *, role: str = ENGINE) -> ServiceInfo | None:
     try:
-        raw = json.loads((service_dir(ws) / "service.json").read_text(encoding="utf-8"))
+        raw = json.loads((service_dir(ws, role=role) / "service.json").read_text(encoding="utf-8"))
         return ServiceInfo(**raw)
     except (OSError, ValueError, TypeError):
         return None
 
 
-def api_key(ws: Workspace) -> str:
+def api_key(ws: Workspace, *, role: str = ENGINE) -> str:
     try:
-        return (service_dir(ws) / "api_key").read_text(encoding="utf-8").strip()
+        return (service_dir(ws, role=role) / "api_key").read_text(encoding="utf-8").strip()
     except OSError:
-        raise ServiceError(f"{service_dir(ws) / 'api_key'}: the engine service's key is missing") from None
+        raise ServiceError(f"{service_dir(ws, role=role) / 'api_key'}: the engine service's key is missing") from None
 
 
-def _new_key(ws: Workspace) -> str:
+def _new_key(ws: Workspace, *, role: str = ENGINE) -> str:
     key = secrets.token_urlsafe(32)
-    path = service_dir(ws) / "api_key"
+    path = service_dir(ws, role=role) / "api_key"
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -106,8 +111,8 @@ def _new_key(ws: Workspace) -> str:
 
 
 @contextlib.contextmanager
-def _locked(ws: Workspace) -> Iterator[None]:
-    d = service_dir(ws)
+def _locked(ws: Workspace, *, role: str = ENGINE) -> Iterator[None]:
+    d = service_dir(ws, role=role)
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     with open(d / "lock", "a+b") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -156,20 +161,20 @@ def _health(info: ServiceInfo, timeout: float = 2.0) -> bool:
         return False
 
 
-def state(ws: Workspace) -> tuple[str, ServiceInfo | None]:
+def state(ws: Workspace, *, role: str = ENGINE) -> tuple[str, ServiceInfo | None]:
     """('stopped' | 'starting' | 'ready', info). A service that died is cleaned up here."""
-    info = read_info(ws)
+    info = read_info(ws, role=role)
     if info is None:
         return "stopped", None
     if not pid_alive(info.pid):
-        _forget(ws, info)
+        _forget(ws, info, role=role)
         return "stopped", None
     return ("ready" if _health(info) else "starting"), info
 
 
-def _forget(ws: Workspace, info: ServiceInfo) -> None:
+def _forget(ws: Workspace, info: ServiceInfo, *, role: str = ENGINE) -> None:
     with contextlib.suppress(FileNotFoundError):
-        (service_dir(ws) / "service.json").unlink()
+        (service_dir(ws, role=role) / "service.json").unlink()
     child = _CHILDREN.pop(info.pid, None)
     if child is not None:
         child.poll()
@@ -182,11 +187,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_argv(ws: Workspace, port: int) -> tuple[list[str], int]:
+def launch_argv(ws: Workspace, port: int, *, role: str = ENGINE) -> tuple[list[str], int]:
     """(argv, max_lora_rank) of the server for this workspace's settings."""
     from persona_studio.engine import lora_limits, model_path
     from persona_studio.export.serve import engine_args, executable_argv
 
+    if role == JUDGE:
+        from persona_studio import basemodel
+
+        # A judge model of its own goes through the same resolver as the base model (built-in names too).
+        model = basemodel.ensure(ws.settings.make_dataset.judge.model_name, ws.root)
+        argv = ["vllm", "serve", model, "--host", HOST, "--port", str(port), *engine_args(ws, model)]
+        return executable_argv(argv), 0
     lim = lora_limits(ws)
     argv = ["vllm", "serve", model_path(ws), "--host", HOST, "--port", str(port), *engine_args(ws)]
     argv += ["--enable-lora", "--max-lora-rank", str(lim.max_lora_rank), "--max-loras", str(lim.max_loras),
@@ -202,22 +214,24 @@ def fingerprint(argv: list[str]) -> str:
     """
     i = argv.index("--port")
     flags = argv[:i] + argv[i + 2:]
-    return hashlib.sha256(json.dumps(flags[: flags.index("--enable-lora")]).encode()).hexdigest()[:16]
+    if "--enable-lora" in flags:
+        flags = flags[: flags.index("--enable-lora")]
+    return hashlib.sha256(json.dumps(flags).encode()).hexdigest()[:16]
 
 
-def wanted_fingerprint(ws: Workspace) -> str:
-    return fingerprint(launch_argv(ws, 0)[0])
+def wanted_fingerprint(ws: Workspace, *, role: str = ENGINE) -> str:
+    return fingerprint(launch_argv(ws, 0, role=role)[0])
 
 
-def launch(ws: Workspace) -> ServiceInfo:
+def launch(ws: Workspace, *, role: str = ENGINE) -> ServiceInfo:
     """Start the server detached and record it; returns at once (see wait_ready)."""
     port = _free_port()
-    argv, max_rank = launch_argv(ws, port)
-    key = _new_key(ws)
+    argv, max_rank = launch_argv(ws, port, role=role)
+    key = _new_key(ws, role=role)
     env = {**os.environ, "VLLM_API_KEY": key, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "true",
            "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "INFO"), "PYTHONUNBUFFERED": "1"}
     env.pop("VLLM_LOGGING_STREAM", None)  # everything goes to the log file, stdout included
-    log = log_path(ws)
+    log = log_path(ws, role=role)
     with open(log, "ab") as fh:
         fh.write(f"\n==== engine service starting {time.strftime('%Y-%m-%d %H:%M:%S')}: {' '.join(argv)}\n".encode())
         fh.flush()
@@ -229,20 +243,20 @@ def launch(ws: Workspace) -> ServiceInfo:
     _CHILDREN[proc.pid] = proc
     info = ServiceInfo(pid=proc.pid, port=port, model=argv[argv.index("--model") + 1] if "--model" in argv else argv[2],
                        fingerprint=fingerprint(argv), max_lora_rank=max_rank, started_at=time.time(), argv=argv)
-    atomic_write(service_dir(ws) / "service.json", json.dumps(asdict(info), indent=1) + "\n")
+    atomic_write(service_dir(ws, role=role) / "service.json", json.dumps(asdict(info), indent=1) + "\n")
     return info
 
 
-def log_offset(ws: Workspace) -> int:
+def log_offset(ws: Workspace, *, role: str = ENGINE) -> int:
     try:
-        return log_path(ws).stat().st_size
+        return log_path(ws, role=role).stat().st_size
     except OSError:
         return 0
 
 
-def _progress_from_log(ws: Workspace, offset: int) -> tuple[float, str]:
+def _progress_from_log(ws: Workspace, offset: int, *, role: str = ENGINE) -> tuple[float, str]:
     try:
-        with open(log_path(ws), "rb") as fh:
+        with open(log_path(ws, role=role), "rb") as fh:
             fh.seek(offset)
             text = fh.read().decode("utf-8", "replace")
     except OSError:
@@ -254,10 +268,10 @@ def _progress_from_log(ws: Workspace, offset: int) -> tuple[float, str]:
     return frac, what
 
 
-def _last_error(ws: Workspace, offset: int) -> str:
+def _last_error(ws: Workspace, offset: int, *, role: str = ENGINE) -> str:
     """The most telling line the server wrote before it died."""
     try:
-        with open(log_path(ws), "rb") as fh:
+        with open(log_path(ws, role=role), "rb") as fh:
             fh.seek(offset)
             lines = [ln.strip() for ln in fh.read().decode("utf-8", "replace").splitlines() if ln.strip()]
     except OSError:
@@ -268,30 +282,33 @@ def _last_error(ws: Workspace, offset: int) -> str:
     return lines[-1][-240:] if lines else ""
 
 
-def wait_ready(ws: Workspace, info: ServiceInfo, progress: Progress, timeout: float, offset: int = 0) -> None:
+def wait_ready(
+    ws: Workspace, info: ServiceInfo, progress: Progress, timeout: float, offset: int = 0, *, role: str = ENGINE
+) -> None:
     t0 = time.monotonic()
     while True:
         if not pid_alive(info.pid):
-            _forget(ws, info)
-            err = _last_error(ws, offset)
+            _forget(ws, info, role=role)
+            err = _last_error(ws, offset, role=role)
             raise ServiceError(
-                f"engine service failed to start{': ' + err if err else ''} (see {log_path(ws)})"
+                f"engine service failed to start{': ' + err if err else ''} (see {log_path(ws, role=role)})"
             )
         if _health(info):
             progress(f"engine ready in {time.monotonic() - t0:.0f} s", 1.0)
             return
         elapsed = time.monotonic() - t0
         if elapsed > timeout:
-            stop(ws)
+            stop(ws, role=role)
             raise ServiceError(
-                f"engine service did not become ready in {timeout:.0f} s (engine.start_timeout_s; see {log_path(ws)})"
+                f"engine service did not become ready in {timeout:.0f} s (engine.start_timeout_s; "
+                f"see {log_path(ws, role=role)})"
             )
-        frac, what = _progress_from_log(ws, offset)
+        frac, what = _progress_from_log(ws, offset, role=role)
         progress(f"{what}… {elapsed:.0f} s", frac)
         time.sleep(0.5)
 
 
-def ensure(ws: Workspace, progress: Progress | None = None) -> tuple[ServiceInfo, bool]:
+def ensure(ws: Workspace, progress: Progress | None = None, *, role: str = ENGINE) -> tuple[ServiceInfo, bool]:
     """The running service for this workspace, started if needed: (info, started_now).
 
     A service started with other settings (model, dtype, context, LoRA limits) is not reused
@@ -299,17 +316,17 @@ def ensure(ws: Workspace, progress: Progress | None = None) -> tuple[ServiceInfo
     """
     progress = progress or no_progress
     timeout = ws.settings.engine.start_timeout_s
-    with _locked(ws):
-        st, info = state(ws)
+    with _locked(ws, role=role):
+        st, info = state(ws, role=role)
         started = False
         if info is None:
-            offset = log_offset(ws)
+            offset = log_offset(ws, role=role)
             progress("launching the engine service", 0.01)
-            info = launch(ws)
+            info = launch(ws, role=role)
             started = True
         else:
             offset = 0
-            want = wanted_fingerprint(ws)
+            want = wanted_fingerprint(ws, role=role)
             if info.fingerprint != want:
                 raise ServiceError(
                     f"the engine service (pid {info.pid}) runs with other settings than {ws.settings_path}: "
@@ -318,15 +335,15 @@ def ensure(ws: Workspace, progress: Progress | None = None) -> tuple[ServiceInfo
     if st != "ready":
         if not started:
             progress(f"waiting for the engine service (pid {info.pid})", None)
-        wait_ready(ws, info, progress, timeout, offset)
+        wait_ready(ws, info, progress, timeout, offset, role=role)
     else:
         progress(f"engine service up (pid {info.pid})", 1.0)
     return info, started
 
 
-def stop(ws: Workspace, timeout: float = 30.0) -> bool:
+def stop(ws: Workspace, timeout: float = 30.0, *, role: str = ENGINE) -> bool:
     """Stop the service and every process of its session; False when none was running."""
-    info = read_info(ws)
+    info = read_info(ws, role=role)
     if info is None:
         return False
     sid = info.pid
@@ -349,13 +366,13 @@ def stop(ws: Workspace, timeout: float = 30.0) -> bool:
     if child is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(timeout=5)
-    _forget(ws, info)
+    _forget(ws, info, role=role)
     return alive
 
 
-def tail(ws: Workspace, lines: int = 40) -> list[str]:
+def tail(ws: Workspace, lines: int = 40, *, role: str = ENGINE) -> list[str]:
     try:
-        with open(log_path(ws), "rb") as fh:
+        with open(log_path(ws, role=role), "rb") as fh:
             fh.seek(max(0, fh.seek(0, os.SEEK_END) - 256 * 1024))
             return fh.read().decode("utf-8", "replace").splitlines()[-lines:]
     except OSError:

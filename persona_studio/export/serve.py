@@ -126,13 +126,14 @@ def plan_serve(
     return plan
 
 
-def engine_args(ws: Workspace) -> list[str]:
-    """vLLM server flags from settings.jsonc, shared by `serve` and the studio's engine service."""
+def engine_args(ws: Workspace, model: str | None = None) -> list[str]:
+    """vLLM server flags from settings.jsonc, shared by `serve` and the studio's engine service
+    (`model`: another model than the base, e.g. the judge's, whose context is its own)."""
     from persona_studio.engine import context_len
 
     s = ws.settings
     v = s.vllm_args
-    argv = ["--dtype", s.model.dtype, "--max-model-len", str(context_len(ws))]
+    argv = ["--dtype", s.model.dtype, "--max-model-len", str(context_len(ws, model))]
     argv += ["--gpu-memory-utilization", str(v.gpu_memory_utilization)]
     if v.tensor_parallel_size > 1:
         argv += ["--tensor-parallel-size", str(v.tensor_parallel_size)]
