@@ -80,7 +80,7 @@ class ResolvedModel:
     def label(self) -> str:
         """Short name for a status line."""
         if self.kind == "builtin":
-            return self.setting.removeprefix(PREFIX) + " (built-in)"
+            return self.setting.removeprefix(PREFIX)
         if self.kind == "hub":
             return self.setting
         return Path(self.path_or_name).name or self.path_or_name
@@ -264,13 +264,15 @@ def local_path_or_name(name: str, root: Path | None = None) -> str:
 
 
 def status_text(ws: Any) -> str:
-    """One short phrase for the TUI status line: which base model, and whether it is here."""
+    """One short phrase for the TUI status line: which base model, and where it lives (in a word)."""
     r = resolve(ws)
     if r.problem:
-        return f"{r.label} (missing)"
-    if r.kind == "builtin" and not r.ready:
-        return f"{r.label}, converts on first use"
-    return r.label
+        where = "missing"
+    elif r.kind == "builtin":
+        where = "built-in, user cache" if r.ready else "built-in, converts on first use"
+    else:
+        where = "hub cache" if r.kind == "hub" else "local dir"
+    return f"{r.label} ({where})"
 
 
 def describe(ws: Any) -> dict[str, Any]:

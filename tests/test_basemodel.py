@@ -95,7 +95,8 @@ def test_builtin_resolves_to_a_per_user_cache_without_converting(tmp_path: Path,
     out = Path(r.path_or_name)
     assert out.parent == tmp_path / "xdg" / "persona-studio" / "models"
     assert out.name.startswith("smollm2-135m-instruct-") and not out.exists()
-    assert "first use" in r.where and "converts on first use" in basemodel.status_text(_ws(tmp_path / "w", r.setting))
+    status = basemodel.status_text(_ws(tmp_path / "w", r.setting))
+    assert "first use" in r.where and status == "smollm2-135m-instruct (built-in, converts on first use)"
 
 
 def _missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,10 +153,10 @@ def test_info_says_which_model_and_where_and_warns_when_missing(tmp_path: Path, 
 
 
 def test_status_text_is_short_and_says_missing(tmp_path: Path, tiny_model: Path, hub: Path) -> None:
-    assert basemodel.status_text(_ws(tmp_path / "a", str(tiny_model))) == tiny_model.name
+    assert basemodel.status_text(_ws(tmp_path / "a", str(tiny_model))) == f"{tiny_model.name} (local dir)"
     assert basemodel.status_text(_ws(tmp_path / "b", "acme/x")) == "acme/x (missing)"
     _fake_hub_repo(hub, "acme/x")
-    assert basemodel.status_text(_ws(tmp_path / "c", "acme/x")) == "acme/x"
+    assert basemodel.status_text(_ws(tmp_path / "c", "acme/x")) == "acme/x (hub cache)"
 
 
 def test_judge_model_goes_through_the_resolver(tmp_path: Path, hub: Path) -> None:

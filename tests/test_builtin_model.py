@@ -70,6 +70,9 @@ def test_second_use_does_not_convert_again(builtin_cache: Path, builtin_model: P
     info = json.loads(r.stdout)["base_model_info"]
     assert info["ready"] and info["path"] == str(builtin_model) and "per-user cache" in info["where"]
     assert r.stderr == ""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(builtin_cache))
+        assert basemodel.status_text(ws) == "smollm2-135m-instruct (built-in, user cache)"
 
 
 def test_converted_weights_and_logits_equal_the_gguf_model(builtin_model: Path) -> None:
