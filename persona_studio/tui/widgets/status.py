@@ -23,9 +23,7 @@ class StatusLine(Static):
         if ws is None:
             self.update("no workspace")
             return
-        model = ws.settings.model.name_or_path
-        if len(model) > 28:
-            model = "…" + model[-27:]
+        model = model_text(app, ws)
         jobs = running_jobs(ws.jobs_dir)
         self.update(
             f"[b]{ws.root.name}[/b] │ model {model} │ engine {getattr(app, 'engine_state', '?')}"
@@ -45,3 +43,23 @@ def running_jobs(jobs_dir) -> int:
             continue
         n += state in ("running", "queued")
     return n
+
+
+def model_text(app: object, ws: object) -> str:
+    """The base model and where it lives, e.g. 'smollm2-135m-instruct (built-in, user cache)'.
+
+    Resolved once per workspace object (it may look at caches on disk), not every refresh.
+    """
+    cached = getattr(app, "_model_text", None)
+    if cached is not None and cached[0] is ws:
+        return cached[1]
+    from persona_studio import basemodel
+
+    try:
+        text = basemodel.status_text(ws)
+    except Exception:  # noqa: BLE001 - a status line never fails; `info` says what is wrong
+        text = ws.settings.model.name_or_path  # type: ignore[attr-defined]
+    if len(text) > 44:
+        text = "…" + text[-43:]
+    app._model_text = (ws, text)  # type: ignore[attr-defined]
+    return text
