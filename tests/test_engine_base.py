@@ -129,7 +129,10 @@ def test_start_in_background_reports_progress_from_another_thread(workspace, tin
     finally:
         engine.close()
     ws = _settings(workspace, model={"name_or_path": str(workspace.root / "no-model")}, engine={"backend": "transformers"})
-    with pytest.raises(EngineError, match=r"no-model.*cannot load its tokenizer"):
+    # A model that is nowhere is refused before any engine starts, naming the setting.
+    from persona_studio.errors import UserError
+
+    with pytest.raises(UserError, match=r"settings.jsonc:1: model.name_or_path: .*no-model: no such model directory"):
         start_in_background(make_engine(ws)).result(timeout=60)
 
 

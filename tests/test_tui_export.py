@@ -109,7 +109,7 @@ async def test_serve_command_script(ws) -> None:
         await pilot.press("ctrl+r")
         await wait_until(pilot, lambda: "done:" in _result(app), timeout=30)
         script = (ws.root / "serve-all.sh").read_text()
-        assert "--lora-modules alice=" in script and "# skipped bob" in script
+        assert "--lora-modules alice-v0001=" in script and "# skipped bob" in script
         assert "--enable-lora" in _result(app)
 
 
