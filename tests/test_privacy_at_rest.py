@@ -62,3 +62,20 @@ def test_an_older_workspace_is_tightened_on_open(tmp_path: Path, capsys: pytest.
     os.chmod(state / "studio.db", 0o644)
     assert main(["info", "-w", str(root)]) == 0
     assert mode(state) == 0o700 and mode(state / "studio.db") == 0o600
+
+
+def test_hits_stored_raw_by_an_older_version_are_redacted_on_upgrade(tmp_path: Path) -> None:
+    from persona_studio.store import SCHEMA_VERSION, Store
+    from persona_studio.store.schema import MIGRATIONS
+
+    v6 = next(i for i, m in enumerate(MIGRATIONS) if getattr(m, "__name__", "") == "_v6_redact_blocked_hits")
+    db = tmp_path / "studio.db"
+    with Store.open(db) as store, store.tx() as conn:
+        conn.execute("INSERT INTO blocked_hits (persona_id, word, text) VALUES ('a', 'secret', ?)",
+                     ("the secret: 0044 20 7946 0958, x@y.com",))
+        conn.execute("INSERT INTO blocked_hits (persona_id, word, text) VALUES ('a', 'secret', 'secret plans')")
+        conn.execute(f"PRAGMA user_version = {v6}")  # as the version before it left the rows
+    with Store.open(db) as store:
+        assert store.version == SCHEMA_VERSION
+        assert [r[0] for r in store.query("SELECT text FROM blocked_hits ORDER BY id")] == [
+            "the secret: <PHONE>, <EMAIL>", "secret plans"]

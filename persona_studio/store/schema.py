@@ -114,6 +114,19 @@ def _v4_preference_pairs(db: sqlite3.Connection) -> None:
     db.execute("DROP TABLE preferences_v1")
 
 
+def _v6_redact_blocked_hits(db: sqlite3.Connection) -> None:
+    """blocked_hits kept the raw message; make-dataset now keeps it with its personal data
+    redacted (clean/checks.py). Older rows get the default rules (a workspace's own settings
+    are not known here); the next make-dataset rewrites them by its settings anyway."""
+    from persona_studio.clean.pii import Redactor
+    from persona_studio.settings import PiiArgs
+
+    redactor = Redactor(PiiArgs())
+    rows = db.execute("SELECT id, text FROM blocked_hits").fetchall()
+    changed = [(new, i) for i, text in rows if (new := redactor.redact(text)) != text]
+    db.executemany("UPDATE blocked_hits SET text = ? WHERE id = ?", changed)
+
+
 MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # 1: the whole pipeline, import -> samples -> review -> chat
     """
@@ -258,4 +271,6 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
         PRIMARY KEY (run_id, adapter, metric)
     );
     """,
+    # 6: blocked-word hits keep the message with its personal data redacted
+    _v6_redact_blocked_hits,
 ]
