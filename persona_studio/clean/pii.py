@@ -136,6 +136,7 @@ _RUN = re.compile(f"[0-9+{_PUNCT}]*[0-9][0-9+{_PUNCT}]*")
 _DATE_RUN = re.compile(
     r"[ \t]*\(?(?:(?:19|20)\d\d([-/.])\d{1,2}\1\d{1,2}|\d{1,2}([-/.])\d{1,2}\2(?:19|20)?\d\d)(?:[ T]\d{1,2})?[ \t]*"
 )
+_SPACES = " \t\u00a0\u3000"
 _CONTEXT = 4  # characters either side of a run the matcher sees: "No. ", a letter, ":MM" after a time
 # Written dates and year-led numbers are no phone numbers, whatever a region's plan allows.
 _DATEISH = re.compile(
@@ -447,8 +448,12 @@ class Redactor:
             run = m.group()
             if not _PHONE_GATE.search(run) or _DATE_RUN.fullmatch(run):
                 continue
+            digits = run.strip(_SPACES)
+            if digits.isdigit() and _DATEISH.match(digits):
+                continue  # one run of digits is matched whole or not at all, and _phone_ok refuses this
             a = max(0, m.start() - _CONTEXT)
-            spans.extend((a + s, a + e) for s, e in self._window(text[a:m.end() + _CONTEXT]))
+            lo = m.start() + run.index(digits[0]) - a
+            spans.extend((a + s, a + e) for s, e in self._window(text[a:m.end() + _CONTEXT], lo, lo + len(digits)))
         spans.sort()
         merged: list[tuple[int, int]] = []
         for a, b in spans:
@@ -458,17 +463,21 @@ class Redactor:
                 merged.append((a, b))
         return merged
 
-    def _window(self, text: str) -> list[tuple[int, int]]:
+    def _window(self, text: str, lo: int, hi: int) -> list[tuple[int, int]]:
+        """Phone numbers in `text`, a run at [lo, hi) and its context. The regions are tried in
+        the configured order until one number spans the whole run: no region can add to that."""
         got = self._phone_cache.get(text)
         if got is not None:
             return got
         from phonenumbers import Leniency, PhoneNumberMatcher
 
-        found = []
+        found: list[tuple[int, int]] = []
         for region in self.regions:
             for m in PhoneNumberMatcher(text, region, leniency=Leniency.VALID):
                 if _phone_ok(text, m.start, m.raw_string, region):
                     found.append((m.start, m.end))
+            if any(s <= lo and e >= hi for s, e in found):
+                break
         if len(self._phone_cache) >= _CACHE_MAX:
             self._phone_cache.clear()
         self._phone_cache[text] = found
