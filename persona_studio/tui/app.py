@@ -86,6 +86,13 @@ class StudioApp(App[int]):
                 f"Go to {title}", f"Switch to the {title} stage (key {key})",
                 lambda m=mode: self.run_worker(self.action_stage(m)),
             )
+        yield SystemCommand("Preferences", "Preference pairs for DPO/ORPO (also key p on the Train stage)",
+                            self.action_prefs)
+
+    def action_prefs(self) -> None:
+        from persona_studio.tui.screens.prefs import PrefsScreen
+
+        self.push_screen(PrefsScreen())
 
     async def action_quit(self) -> None:
         # Without a workspace the studio never opened: every way out says so with exit status 2.

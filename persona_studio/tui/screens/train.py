@@ -120,6 +120,7 @@ class TrainScreen(StageScreen):
         Binding("c", "cancel", "Cancel job"),
         Binding("l", "toggle_log", "Log/plot"),
         Binding("o", "options", "Settings"),
+        Binding("p", "prefs", "Preferences"),
     ]
 
     class Polled(Message):
@@ -135,6 +136,9 @@ class TrainScreen(StageScreen):
     def compose_body(self) -> ComposeResult:
         with Horizontal(classes="toolbar"):
             yield Select([], prompt="persona", id="train-persona")
+            # sft = on the samples; dpo/orpo = on preference pairs, from the current adapter
+            yield Select([("SFT", "sft"), ("DPO", "dpo"), ("ORPO", "orpo")], value="sft", allow_blank=False,
+                         id="train-method")
             yield Button("Start", id="train-start", variant="primary")
             yield Button("Resume", id="train-resume")
             yield Button("Cancel", id="train-cancel", variant="error")
@@ -173,6 +177,9 @@ class TrainScreen(StageScreen):
             mem = device_memory(job.pid) if job.state == "running" else "-"
         msg = self.Polled(jobs, metrics, log, mem)
         msg.samples = samples_text(job.job_dir) if job is not None else ""  # type: ignore[attr-defined]
+        from persona_studio.train.pref_jobs import job_pairs
+
+        msg.pairs = job_pairs(job.job_dir) if job is not None else {}  # type: ignore[attr-defined]
         self.post_message(msg)
 
     @on(Polled)
@@ -204,8 +211,14 @@ class TrainScreen(StageScreen):
         total = last.get("total_steps") or job.total_steps or None
         self.query_one("#train-progress", ProgressBar).update(total=total, progress=last.get("step", job.step))
         parts = [f"{job.job_id}: {job.state}"]
+        pairs = getattr(msg, "pairs", {})
+        if pairs:  # a preference run: how many pairs from which sources went in
+            by = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(pairs.items()))
+            parts.append(f"{sum(pairs.values())} pairs ({by})")
         if last:
             parts.append(f"loss {last['loss']:.4f}")
+            if last.get("reward_margin") is not None:
+                parts.append(f"margin {last['reward_margin']:.3f} acc {last.get('accuracy', 0):.2f}")
             evals = [m["eval_loss"] for m in msg.metrics if m.get("eval_loss") is not None]
             if evals:
                 parts.append(f"eval {evals[-1]:.4f}")
@@ -236,6 +249,10 @@ class TrainScreen(StageScreen):
         ev = [(m["step"], m["eval_loss"]) for m in self.metrics if m.get("eval_loss") is not None]
         if ev:
             plt.plot([s for s, _ in ev], [v for _, v in ev], label="eval", marker="dot")
+        margin = [(m["step"], m["reward_margin"]) for m in self.metrics if m.get("reward_margin") is not None]
+        if margin:  # preference runs: the chosen-over-rejected reward margin should climb
+            plt.title("loss · reward margin")
+            plt.plot([s for s, _ in margin], [v for _, v in margin], label="margin")
         plot.refresh()
 
     # -- actions ------------------------------------------------------------------------------
@@ -247,7 +264,7 @@ class TrainScreen(StageScreen):
     def action_start(self) -> None:
         if (p := self.persona()) is not None:
             self.query_one("#train-stats", Static).update(f"checking {p}'s data and model…")
-            self.control("start", p)
+            self.control("start", p, str(self.query_one("#train-method", Select).value))
 
     @on(Button.Pressed, "#train-resume")
     def action_resume(self) -> None:
@@ -271,6 +288,12 @@ class TrainScreen(StageScreen):
 
         self.app.push_screen(TrainSettings(current), done)
 
+    def action_prefs(self) -> None:
+        """The preference pairs a DPO/ORPO run trains on (view, edit, delete)."""
+        from persona_studio.tui.screens.prefs import PrefsScreen
+
+        self.app.push_screen(PrefsScreen(self.persona()))
+
     def job_workspace(self) -> Any:
         """The workspace with this screen's overrides applied (the job saves the resolved spec)."""
         import dataclasses
@@ -286,7 +309,7 @@ class TrainScreen(StageScreen):
         log.display, plot.display = not log.display, log.display
 
     @work(thread=True, exit_on_error=False, group="train-control")
-    def control(self, what: str, target: str) -> None:
+    def control(self, what: str, target: str, method: str = "sft") -> None:
         from persona_studio.train import jobs as jobs_mod
 
         try:
@@ -294,7 +317,7 @@ class TrainScreen(StageScreen):
                 job = jobs_mod.cancel_job(self.workspace, target)
                 text = f"cancelling {job.job_id} (it saves a checkpoint first)"
             else:
-                job = jobs_mod.start_job(self.job_workspace(), target, resume=what == "resume")
+                job = jobs_mod.start_job(self.job_workspace(), target, resume=what == "resume", method=method)
                 self.selected = job.job_id
                 text = f"{'resumed' if what == 'resume' else 'started'} {job.job_id}"
         except UserError as exc:
