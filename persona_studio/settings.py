@@ -180,68 +180,6 @@ class TrainPrefArgs:
 
 
 @dataclass
-class TrainPrefArgs:
-    # Preference training (DPO/ORPO) starts from the persona's current SFT adapter; LoRA shape and
-    # quantization come from that adapter, so only the optimisation is set here.
-    beta: float = _f(0.1, "DPO: strength of the pull toward the reference (higher = stay closer). ORPO: lambda.",
-                     min=0.0, max=10.0)
-    loss_type: Literal["sigmoid", "ipo", "hinge"] = _f(
-        "sigmoid", "DPO loss: sigmoid = the DPO paper's; ipo = IPO; hinge = SLiC. (ORPO has its own.)"
-    )
-    reference: Literal["sft", "base"] = _f(
-        "sft", "DPO reference: sft = the SFT adapter frozen beside the trained copy (one base model, two small"
-        " adapters); base = the base model with the adapter disabled."
-    )
-    min_pairs: int = _f(4, "Refuse a preference run with fewer pairs than this.", min=1)
-    learning_rate: float = _f(5e-5, "Peak learning rate.", min=0.0, max=1.0)
-    num_train_epochs: float = _f(3.0, "Epochs over the pairs.", min=0.01, max=1000)
-    per_device_train_batch_size: int = _f(2, "Pairs per micro-batch.", min=1)
-    gradient_accumulation_steps: int = _f(2, "Micro-batches per optimizer step.", min=1)
-    cutoff_len: int = _f(1024, "Token length of prompt + reply; longer prompts lose their oldest turns.", min=16)
-    warmup_ratio: float = _f(0.1, "Linear warm-up fraction.", min=0.0, max=0.5)
-    lr_scheduler_type: Literal["cosine", "linear", "constant"] = _f("cosine", "Learning-rate schedule.")
-    gradient_checkpointing: bool = _f(True, "Trade compute for memory.")
-    logging_steps: int = _f(1, "Optimizer steps between metrics lines.", min=1)
-    save_steps: int = _f(50, "Optimizer steps between checkpoints.", min=1)
-    seed: int = _f(42, "Random seed.", min=0, max=SEED_MAX)
-    max_steps: int = _f(-1, "Stop after this many optimizer steps (-1 = use epochs).", min=-1)
-    sources: list[str] = _f(
-        ["chat_edit", "swipe", "review_edit", "import_dpo", "import_kto"], "Which kinds of pairs train."
-    )
-
-
-@dataclass
-class TrainPrefArgs:
-    # Preference training (DPO/ORPO) starts from the persona's current SFT adapter; LoRA shape and
-    # quantization come from that adapter, so only the optimisation is set here.
-    beta: float = _f(0.1, "DPO: strength of the pull toward the reference (higher = stay closer). ORPO: lambda.",
-                     min=0.0, max=10.0)
-    loss_type: Literal["sigmoid", "ipo", "hinge"] = _f(
-        "sigmoid", "DPO loss: sigmoid = the DPO paper's; ipo = IPO; hinge = SLiC. (ORPO has its own.)"
-    )
-    reference: Literal["sft", "base"] = _f(
-        "sft", "DPO reference: sft = the SFT adapter frozen beside the trained copy (one base model, two small"
-        " adapters); base = the base model with the adapter disabled."
-    )
-    min_pairs: int = _f(4, "Refuse a preference run with fewer pairs than this.", min=1)
-    learning_rate: float = _f(5e-5, "Peak learning rate.", min=0.0, max=1.0)
-    num_train_epochs: float = _f(3.0, "Epochs over the pairs.", min=0.01)
-    per_device_train_batch_size: int = _f(2, "Pairs per micro-batch.", min=1)
-    gradient_accumulation_steps: int = _f(2, "Micro-batches per optimizer step.", min=1)
-    cutoff_len: int = _f(1024, "Token length of prompt + reply; longer prompts lose their oldest turns.", min=16)
-    warmup_ratio: float = _f(0.1, "Linear warm-up fraction.", min=0.0, max=0.5)
-    lr_scheduler_type: Literal["cosine", "linear", "constant"] = _f("cosine", "Learning-rate schedule.")
-    gradient_checkpointing: bool = _f(True, "Trade compute for memory.")
-    logging_steps: int = _f(1, "Optimizer steps between metrics lines.", min=1)
-    save_steps: int = _f(50, "Optimizer steps between checkpoints.", min=1)
-    seed: int = _f(42, "Random seed.")
-    max_steps: int = _f(-1, "Stop after this many optimizer steps (-1 = use epochs).", min=-1)
-    sources: list[str] = _f(
-        ["chat_edit", "swipe", "review_edit", "import_dpo", "import_kto"], "Which kinds of pairs train."
-    )
-
-
-@dataclass
 class InferArgs:
     temperature: float = _f(0.7, "Sampling temperature.", min=0.0, max=5.0)
     top_p: float = _f(0.9, "Nucleus sampling.", min=0.0, max=1.0)
@@ -340,8 +278,6 @@ class Settings:
     model: ModelArgs = _f(ModelArgs, "The base model every persona adapter is trained on.")
     make_dataset: MakeDatasetArgs = _f(MakeDatasetArgs, "Import and cleaning.")
     train_sft_args: TrainSftArgs = _f(TrainSftArgs, "QLoRA training.")
-    train_pref_args: TrainPrefArgs = _f(TrainPrefArgs, "Preference training (train --method dpo|orpo).")
-    train_pref_args: TrainPrefArgs = _f(TrainPrefArgs, "Preference training (train --method dpo|orpo).")
     train_pref_args: TrainPrefArgs = _f(TrainPrefArgs, "Preference training (train --method dpo|orpo).")
     infer_args: InferArgs = _f(InferArgs, "Sampling for chat and parties.")
     engine: EngineArgs = _f(EngineArgs, "Which inference backend to use.")
