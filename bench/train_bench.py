@@ -10,6 +10,8 @@ alternate (ours, Trainer, ours, Trainer, ...); the best run per side is the head
 a shared machine only ever slows a run down) and the ratio of medians is reported beside it.
 On the CPU the model is the tiny test Llama; with CUDA it is a Llama with Llama-3.2-1B's shapes
 (128k vocabulary) built from a config with random weights (the weights don't matter for speed).
+`--model builtin` runs both sides on the studio's built-in base model instead (SmolLM2-135M-Instruct,
+converted once into the per-user cache by persona_studio.basemodel), on either device.
 """
 
 from __future__ import annotations
@@ -99,7 +101,11 @@ def run_trainer(spec: TrainSpec, examples: list[data_mod.Example], work: Path) -
     return float(out.metrics["train_runtime"]), time.process_time() - cpu
 
 
-def build_model(work: Path, device: str) -> Path:
+def build_model(work: Path, device: str, which: str = "test") -> Path:
+    if which == "builtin":
+        from persona_studio import basemodel
+
+        return Path(basemodel.ensure(basemodel.DEFAULT))
     if device == "cpu":
         return build_tiny_llama(work / "tiny")
     # Llama-3.2-1B's shapes (128k vocabulary included: the LM head and the loss over it are a real
@@ -132,13 +138,15 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=0, help="conversations (default: 96 on CPU, 512 on CUDA)")
     ap.add_argument("--quantization", choices=["nf4", "none"], default="nf4")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--model", choices=["test", "builtin"], default="test",
+                    help="test = the tiny Llama on CPU / 1B shapes on CUDA; builtin = builtin:smollm2-135m-instruct")
     args = ap.parse_args()
 
     device, n_gpus, dtype = resolve_hardware("auto")
     cpu = device == "cpu"
     n = args.samples or (64 if cpu else 512)
     work = Path(tempfile.mkdtemp(prefix="train-bench-"))
-    model_dir = build_model(work, device)
+    model_dir = build_model(work, device, args.model)
     train = TrainSftArgs(
         quantization=args.quantization,
         per_device_train_batch_size=4 if cpu else 8,
@@ -183,7 +191,8 @@ def main() -> int:
     # Best of N is the headline: on a shared machine other load only ever slows a run down.
     result = {
         "device": device if cpu else f"cuda ({_gpu_name()})",
-        "model": "tiny test Llama" if cpu else "Llama-3.2-1B shapes (random weights)",
+        "model": ("builtin:smollm2-135m-instruct" if args.model == "builtin"
+                  else "tiny test Llama" if cpu else "Llama-3.2-1B shapes (random weights)"),
         "quantization": train.quantization,
         "samples": len(examples),
         "tokens": tokens,
