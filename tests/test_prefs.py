@@ -86,7 +86,7 @@ def test_party_context_names_the_other_speakers(ws) -> None:
         tree.edit(r.id, "better")
     (p,) = _pairs(ws)
     assert [(t["role"], t["content"]) for t in p.prompt] == [
-        ("user", "User: hello all"), ("user", "Bob: Bob here"), ("assistant", "I was here first")]
+        ("user", "User: hello all\nBob: Bob here"), ("assistant", "I was here first")]
 
 
 # -- review --------------------------------------------------------------------------------------

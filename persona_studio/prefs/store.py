@@ -137,7 +137,7 @@ def _insert(db: sqlite3.Connection, persona_id: str, source: str, system: str, p
 def chat_prompt(path: Sequence[Any], persona_id: str) -> list[dict[str, Any]]:
     """Chat messages (root to just before a reply) as prompt turns seen from `persona_id`, the way
     chat/prompt.py shows them to the model: its own lines are assistant turns, the rest user turns
-    ("Name: text" when more than one other speaker takes part)."""
+    ("Name: text", consecutive ones merged, when more than one other speaker takes part)."""
     speakers = {m.speaker for m in path if m.role == "assistant" and m.speaker != persona_id}
     group = bool(speakers)
     out: list[dict[str, Any]] = []
@@ -148,7 +148,11 @@ def chat_prompt(path: Sequence[Any], persona_id: str) -> list[dict[str, Any]]:
             out.append({"role": "assistant", "speaker": m.speaker, "content": m.content})
             continue
         name = USER_NAME if m.role == "user" else (m.meta or {}).get("name", m.speaker)
-        out.append({"role": "user", "speaker": m.speaker, "content": f"{name}: {m.content}" if group else m.content})
+        line = f"{name}: {m.content}" if group else m.content
+        if group and out and out[-1]["role"] == "user":  # merged, as chat/prompt.py does for strict templates
+            out[-1] = {**out[-1], "speaker": "", "content": out[-1]["content"] + "\n" + line}
+        else:
+            out.append({"role": "user", "speaker": m.speaker, "content": line})
     return out
 
 
