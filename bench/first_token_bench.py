@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -38,7 +40,7 @@ SENTENCE = "Alice likes books and tea."
 MESSAGE = "hello"
 GOAL_S = 1.0
 # Screen milestones, in the order they appear; the first-token column is the one that counts.
-STEPS = ("paint", "chat", "ready", "writing", "first")
+STEPS = ("paint", "chat", "ready", "writing", "first", "done")
 
 
 # -- set-up ----------------------------------------------------------------------------------------
@@ -108,6 +110,19 @@ def studio_command(ws_root: Path) -> str:
     return " ".join([*studio_argv(), "--workspace", str(ws_root)])
 
 
+PASS_ENV = ("PATH", "HOME", "LD_LIBRARY_PATH", "PYTHONPATH", "VIRTUAL_ENV", "TOKENIZERS_PARALLELISM", "OMP_NUM_THREADS")
+PASS_PREFIXES = ("CUDA_", "NVIDIA_", "HF_", "TRANSFORMERS_", "VLLM_", "XDG_")
+
+
+def pane_command(command: str) -> str:
+    """`command` with this process's environment that matters (CUDA libraries, caches, offline
+    flags), given explicitly: a pane gets the environment of the tmux server, which may be an
+    older one the user runs, not ours."""
+    keep = {k: v for k, v in os.environ.items() if k in PASS_ENV or k.startswith(PASS_PREFIXES)}
+    keep["TERM"] = "xterm-256color"
+    return "env " + " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(keep.items())) + " " + command
+
+
 # -- the terminal ------------------------------------------------------------------------------------
 def capture(name: str) -> str:
     return subprocess.run([TMUX, "capture-pane", "-p", "-t", name], capture_output=True, text=True).stdout
@@ -117,27 +132,49 @@ def send(name: str, *keys: str, literal: bool = False) -> None:
     subprocess.run([TMUX, "send-keys", "-t", name, *(["-l"] if literal else []), *keys], check=True)
 
 
-def reply_visible(screen: str, sentence: str | None) -> bool:
-    """The persona's reply has text on screen: under its 'Alice · writing…' header while it
-    streams, or under 'Alice · alice/…' once stored (a short reply may finish between polls)."""
-    if sentence is not None:
-        return sentence[:5] in screen.replace("new chat with Alice", "")
+HEAD = re.compile(r"^\s*Alice · (writing…|alice/)")
+
+
+def reply_text(screen: str) -> tuple[str | None, bool]:
+    """(the text under the persona's reply header or None when there is no header yet, stored).
+
+    While it streams the header reads 'Alice · writing…'; once stored, 'Alice · alice/v0001 · …'
+    (a short reply may finish between two polls, so both count). The body is the non-blank
+    lines after the header up to the next blank line (the gap before the next message)."""
     lines = screen.split("\n")
-    for i, line in enumerate(lines[:-1]):
-        if re.match(r"\s*Alice · (writing…|alice/)", line) and lines[i + 1].strip(" ▏▎▌┃│"):
-            return True
-    return False
+    for i, line in enumerate(lines):
+        m = HEAD.match(line)
+        if m is None:
+            continue
+        body = []
+        for below in lines[i + 1:]:
+            text = below.strip(" ▏▎▌┃│")
+            if not text:
+                if body:
+                    break
+                continue
+            if text.startswith(("chat ", "new chat with")) or "palette" in text:  # the info line, the footer
+                break
+            body.append(text)
+        return " ".join(body), m.group(1) != "writing…"
+    return None, False
 
 
-def one_run(ws_root: Path, sentence: str | None, timeout: float) -> dict[str, float]:
+def chat_shown(screen: str) -> bool:
+    """The Chat screen is up with alice picked. Its info line says "new chat with Alice" unless
+    the engine connected meanwhile (that clears the line), so the picked persona counts too."""
+    return "new chat with Alice" in screen or ("▶4 Chat" in screen and re.search(r"▊\s+alice\s+▼", screen) is not None)
+
+
+def one_run(command: str, sentence: str | None, timeout: float, label: str, work: Path) -> dict[str, float]:
     """Launch the studio, chat, and return the seconds since launch at which each step showed."""
     name = f"ps-bench-{uuid.uuid4().hex[:6]}"
-    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "TERM": "xterm-256color", "HOME": "/tmp"}
+    env = {**os.environ, "TERM": "xterm-256color"}
     t: dict[str, float] = {}
     screen = ""
     t0 = time.monotonic()
     subprocess.run([TMUX, "new-session", "-d", "-s", name, "-x", str(SIZE[0]), "-y", str(SIZE[1]),
-                    f"{studio_command(ws_root)}; echo EXIT=$?; sleep 30"], check=True, env=env)
+                    f"{pane_command(command)}; echo EXIT=$?; sleep 30"], check=True, env=env)
     try:
         deadline = t0 + timeout
         while time.monotonic() < deadline:
@@ -146,26 +183,34 @@ def one_run(ws_root: Path, sentence: str | None, timeout: float) -> dict[str, fl
             if "paint" not in t and "▶1 Import" in screen:
                 t["paint"] = now
                 send(name, "4")
-            elif "paint" in t and "chat" not in t and "new chat with Alice" in screen:
+            elif "paint" in t and "chat" not in t and chat_shown(screen):
                 t["chat"] = now
                 send(name, "i")
                 time.sleep(0.05)  # `i` focuses the input on the next event loop pass; then type
                 send(name, MESSAGE, literal=True)
                 send(name, "Enter")
-            if "chat" in t:
+            elif "chat" in t:
                 if "ready" not in t and "vllm ready" in screen:
                     t["ready"] = now
-                if "writing" not in t and ("Alice · writing…" in screen or reply_visible(screen, sentence)):
-                    t["writing"] = now
-                if reply_visible(screen, sentence):
-                    t["first"] = now
+                body, stored = reply_text(screen)
+                if body is not None:
+                    t.setdefault("writing", now)
                     t.setdefault("ready", now)
+                if body and "first" not in t:
+                    t["first"] = now
+                    (work / f"screen-{label}-first.txt").write_text(screen)
+                if stored:
+                    t["done"] = now
+                    t.setdefault("first", now)  # an empty reply: its end is the first thing to see
+                    if sentence is not None and sentence not in (body or ""):
+                        raise RuntimeError(f"{label}: the reply is not the adapter's sentence; screen:\n{screen}")
                     break
             if "EXIT=" in screen or "Traceback" in screen:
                 break
             time.sleep(POLL_S)
-        if "first" not in t:
-            raise RuntimeError(f"no reply on screen after {time.monotonic() - t0:.0f} s; steps {t}; screen:\n{screen}")
+        if "done" not in t:
+            raise RuntimeError(f"{label}: no reply on screen after {time.monotonic() - t0:.0f} s; steps {t}; "
+                               f"screen:\n{screen}")
         send(name, "Escape")
         send(name, "C-q")
         end = time.monotonic() + 30
@@ -247,7 +292,8 @@ def table(rows: list[tuple[str, dict[str, float]]]) -> None:
     for label, t in rows:
         print(f"{label:<8}" + "".join(f"{t[s]:>10.2f}" if s in t else f"{'-':>10}" for s in STEPS))
     print("  paint = first paint; chat = Chat screen shown (4 pressed at paint); ready = status says the\n"
-          "  engine is connected (i, text, Enter sent at chat); writing = the reply's header; first = reply text")
+          "  engine is connected (i, text, Enter sent at chat); writing = the reply's header; first = reply\n"
+          "  text under it (the first streamed token); done = the reply stored (its final header)")
 
 
 def main() -> int:
@@ -259,6 +305,8 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="work directory (default: a temp dir)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds one run may take (cold includes vLLM start)")
     ap.add_argument("--keep", action="store_true", help="leave the engine service running at the end")
+    ap.add_argument("--what-if", action="store_true",
+                    help="also time warm runs with the proposed fix patched in (bench/studio_prewarm.py)")
     args = ap.parse_args()
     if TMUX is None:
         print("first_token_bench: tmux is not installed (apt-get install tmux)", file=sys.stderr)
@@ -280,16 +328,23 @@ def main() -> int:
     try:
         for i in range(args.cold):
             service.stop(ws)
-            rows.append((f"cold{i + 1}", one_run(ws.root, sentence, args.timeout)))
+            rows.append((f"cold{i + 1}", one_run(studio_command(ws.root), sentence, args.timeout, f"cold{i + 1}", work)))
             print(rows[-1], file=sys.stderr)
         if not args.cold:  # started by the studio's own entry point (see studio_python)
             subprocess.run([*studio_argv(), "engine", "start", "-w", str(ws.root)], check=True)
+        warm_timeout = min(args.timeout, 120.0)  # a warm run that takes longer is stuck
         for i in range(args.warm):
             before = service.read_info(ws)
-            rows.append((f"warm{i + 1}", one_run(ws.root, sentence, args.timeout)))
+            rows.append((f"warm{i + 1}", one_run(studio_command(ws.root), sentence, warm_timeout, f"warm{i + 1}", work)))
             after = service.read_info(ws)
             assert before is not None and after is not None and after.pid == before.pid, "the service restarted"
             print(rows[-1], file=sys.stderr)
+        wrapper = f"{studio_python()} {Path(__file__).with_name('studio_prewarm.py')} --workspace {ws.root}"
+        for fix, tag in (("connect", "fixA"), ("connect,httpx", "fixAB")):
+            for i in range(args.warm if args.what_if else 0):
+                label = f"{tag}{i + 1}"
+                rows.append((label, one_run(f"PS_FIX={fix} {wrapper}", sentence, warm_timeout, label, work)))
+                print(rows[-1], file=sys.stderr)
         prof = profile(ws.root) if args.warm else {}
     finally:
         if not args.keep:
@@ -310,6 +365,13 @@ def main() -> int:
         c = statistics.median(cold)
         print(f"cold first token:        {c:.2f} s  ({len(cold)} run{'s' * (len(cold) > 1)})")
         result["cold_median_s"] = round(c, 3)
+    for tag, what in (("fixAB", "A+B: connect at start + httpx client"), ("fixA", "A: connect at start")):
+        fix = [t["first"] for label, t in rows if label.startswith(tag) and label[len(tag):].isdigit()]
+        if fix and warm:
+            f = statistics.median(fix)
+            print(f"what-if {what + ':':<38}{f:.2f} s warm median ({f / w:.2f}x today's; "
+                  f"goal {'met' if f < GOAL_S else 'not met'})")
+            result[f"{tag}_warm_median_s"] = round(f, 3)
     if warm and cold:
         print(f"warm / cold:             {w / c:.3f}  (cold is {c / w:.1f}x the warm time)")
         result["warm_over_cold"] = round(w / c, 4)
