@@ -63,7 +63,10 @@ MORE_KINDS = [
 
 @pytest.fixture
 def ws(workspace: Workspace, tmp_path: Path) -> Workspace:
-    ws = set_settings(workspace, '{make_dataset: {blocked_words: ["PASSWORD"], pii: {email: "drop"}}}')
+    # A hub model that is not on this machine: token counts are the estimate (the exact path with a
+    # local tokenizer is tested below).
+    ws = set_settings(workspace, '{model: {name_or_path: "Qwen/Qwen2.5-7B-Instruct"}, '
+                                 'make_dataset: {blocked_words: ["PASSWORD"], pii: {email: "drop"}}}')
     add_persona(ws)
     import_files(ws, "alice", [wechat_csv(tmp_path / "chat.csv", CHAT + MORE_KINDS)], "me")
     return ws
