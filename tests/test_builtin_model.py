@@ -200,10 +200,14 @@ def test_adapter_lowers_heldout_loss_and_changes_the_greedy_reply(trained, built
     assert tuned_reply and tuned_reply != base_reply, (base_reply, tuned_reply)
 
 
-def test_chat_and_merge_run_on_the_builtin_model(trained, builtin_cache: Path, tmp_path: Path, capsys,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chat_merge_and_serve_run_on_the_builtin_model(trained, builtin_cache: Path, builtin_model: Path,
+                                                       tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    from persona_studio.export.serve import plan_serve
+
     monkeypatch.setenv("XDG_CACHE_HOME", str(builtin_cache))
     ws, _ = trained
+    plan = plan_serve(ws)  # `vllm serve` gets the converted directory, never the builtin: name
+    assert plan.argv[plan.argv.index("--model") + 1 if "--model" in plan.argv else 2] == str(builtin_model)
     w = ["--workspace", str(ws.root)]
     assert cli.main(["chat", "alice", "--message", PROBE, "--json", *w]) == 0
     reply = json.loads(capsys.readouterr().out)
