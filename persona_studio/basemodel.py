@@ -317,14 +317,20 @@ def prepare_builtin(b: Builtin, progress: Progress = _stderr_progress) -> Path:
     out = builtin_dir(b, src)
     if out in _VERIFIED and _manifest_ok(out, src.sha256):
         return out  # hashed once in this process; later calls (every chat turn's context) only stat
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # One converter per cache: a second process (TUI + a training job) waits, then finds it done.
-    with open(out.parent / f".{out.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not _manifest_ok(out, src.sha256, full=True):
-            if out.exists():
-                progress(f"{out} is incomplete or damaged; converting again", None)
-            _convert(b, src, out, progress)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # One converter per cache: a second process (TUI + a training job) waits, then finds it done.
+        with open(out.parent / f".{out.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not _manifest_ok(out, src.sha256, full=True):
+                if out.exists():
+                    progress(f"{out} is incomplete or damaged; converting again", None)
+                _convert(b, src, out, progress)
+    except OSError as exc:  # an unwritable or full cache: say where, and how to move it
+        raise BaseModelError(
+            f"{out.parent}: cannot write the built-in model's cache ({exc.strerror or exc});"
+            " free space there or point XDG_CACHE_HOME elsewhere"
+        ) from None
     _VERIFIED.add(out)
     return out
 

@@ -195,3 +195,12 @@ def test_train_refuses_a_hub_model_that_was_never_downloaded(tmp_path: Path, hub
     assert rc == 2 and len(err.splitlines()) == 1, err
     assert "acme/never-downloaded: not a local directory, not a built-in model, and not in the local hub cache" in err
     assert not ws.jobs_dir.exists() or not any(ws.jobs_dir.iterdir())  # refused before any job exists
+
+
+def test_unwritable_cache_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    blocker = tmp_path / "xdg"
+    blocker.write_text("a file where the cache directory would go")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    with pytest.raises(BaseModelError, match="cannot write the built-in model's cache .*XDG_CACHE_HOME") as info:
+        basemodel.ensure(basemodel.DEFAULT)
+    assert "\n" not in str(info.value)
