@@ -89,3 +89,13 @@ def test_heldout_rule_is_per_conversation_and_tops_up_to_the_minimum() -> None:
     assert len(held_out_ids(samples, 0.0, 7, 0)) == 7
     assert len(held_out_ids(samples, 0.0, 50, 0)) == 20  # never more than a fifth
     assert held_out_ids(samples[:4], 0.0, 10, 0) == set()
+
+
+def test_bootstrap_interval_brackets_the_mean_and_collapses_when_all_agree() -> None:
+    from persona_studio.eval.judge import bootstrap
+
+    assert bootstrap([1.0] * 20) == (1.0, 1.0)
+    assert bootstrap([0.0] * 20) == (0.0, 0.0)
+    lo, hi = bootstrap([1.0] * 10 + [0.0] * 10)
+    assert 0.2 < lo < 0.5 < hi < 0.8
+    assert bootstrap([1.0, 0.0] * 10, seed=3) == bootstrap([1.0, 0.0] * 10, seed=3)

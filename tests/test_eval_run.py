@@ -116,3 +116,23 @@ def test_persona_without_samples_or_heldout_set_is_refused(tmp_path, tiny_model)
     with pytest.raises(Exception, match="too few for a held-out set"):
         run_eval(w, "bob")
     assert report.runs(w, "bob") == []
+
+
+def test_judge_without_the_base_model_is_refused_before_anything_runs(ws):
+    from persona_studio.eval.run import EvalError
+
+    before = report.runs(ws, "alice")
+    with pytest.raises(EvalError, match="include base"):
+        run_eval(ws, "alice", "current", judge=True)
+    assert report.runs(ws, "alice") == before
+
+
+def test_engine_that_fails_to_start_is_one_line_exit_2_and_no_scores(tmp_path, tiny_model, adapter_cache):
+    w = sentence_workspace(tmp_path / "w", tiny_model, adapter_cache, backend="remote",
+                           engine={"backend": "remote", "base_url": "http://127.0.0.1:9/v1", "timeout_s": 5})
+    proc = _cli(w, "eval", "--persona", "alice", "--adapters", "current", "--limit", "1")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "not reachable" in proc.stderr
+    assert [r["state"] for r in report.runs(w, "alice")] == ["failed"]
+    assert report.latest(w, "alice") is None
+    assert not (adapters.adapters_dir(w, "alice") / "v0001" / "eval.json").exists()

@@ -15,7 +15,8 @@ import contextlib
 import json
 import os
 import sys
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, TextIO
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -24,54 +25,71 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--adapters", default="all", metavar="LIST",
                    help="comma-separated: base, current, v0001, ... or all (default: base and every version)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate on at most N held-out conversations")
+    p.add_argument("--judge", action="store_true",
+                   help="also ask the LLM judge (make_dataset.judge) which reply is more like the person: "
+                        "each adapter's win rate vs the base model, with a bootstrap interval")
     p.add_argument("--json", action="store_true", help="print the whole result as JSON on stdout")
     p.add_argument("--runs", action="store_true", help="list this persona's eval runs instead of running one")
+    from persona_studio.commands.engine import add_keep_engine_arg
+
+    add_keep_engine_arg(p)
     p.set_defaults(handler=run_eval_cmd)
 
 
 class _Bar:
-    """One line on stderr per stage: a bar when the total is known."""
+    """One line on the terminal per stage: a bar when the total is known."""
 
-    LABELS = {"loss": "held-out loss", "engine": "starting engine", "generate": "generating"}
+    LABELS = {"loss": "held-out loss", "engine": "starting engine", "generate": "generating", "judge": "judging"}
 
     def __init__(self) -> None:
         self.stage = ""
+        self.out: TextIO = sys.stderr
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if stage != self.stage and self.stage:
-            print(file=sys.stderr)
+            print(file=self.out)
         self.stage = stage
         width = 30
         fill = int(width * done / total) if total else 0
         print(f"\r{self.LABELS.get(stage, stage):<16} [{'#' * fill}{'.' * (width - fill)}] {done}/{total}",
-              end="", file=sys.stderr, flush=True)
+              end="", file=self.out, flush=True)
 
     def close(self) -> None:
         if self.stage:
-            print(file=sys.stderr, flush=True)
+            print(file=self.out, flush=True)
+            self.stage = ""
 
 
 @contextlib.contextmanager
-def _quiet_stdout(log_path: Any):
-    """Send everything written to stdout during the run (engine and library logging, worker
-    processes writing to fd 1) to a log file, so `--json` stdout holds the result alone."""
+def _quiet(log_path: Any) -> Iterator[TextIO]:
+    """Send everything written to stdout and stderr during the run (library warnings, progress
+    bars, engine logging, processes writing to fds 1 and 2) to a log file, so `--json` stdout holds
+    the result alone and an error is the one line cli.py prints. Yields the real terminal's
+    stderr for our own progress bar."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
-    saved = os.dup(1)
-    real = sys.stdout
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    real = sys.stdout, sys.stderr
+    term = os.fdopen(os.dup(saved[1]), "w", encoding="utf-8", errors="replace")
     with open(log_path, "a", encoding="utf-8") as log:
         os.dup2(log.fileno(), 1)
-        sys.stdout = log
+        os.dup2(log.fileno(), 2)
+        sys.stdout = sys.stderr = log
         try:
-            yield
+            yield term
         finally:
             log.flush()
-            sys.stdout = real
-            os.dup2(saved, 1)
-            os.close(saved)
+            term.close()
+            sys.stdout, sys.stderr = real
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 def run_eval_cmd(args: argparse.Namespace, ws: Any) -> int:
+    from persona_studio.commands.engine import command_engine
     from persona_studio.errors import UserError
     from persona_studio.eval import report
     from persona_studio.eval.run import run_eval
@@ -88,16 +106,18 @@ def run_eval_cmd(args: argparse.Namespace, ws: Any) -> int:
         raise UserError(f"--limit: must be at least 1, got {args.limit}")
     bar = _Bar() if sys.stderr.isatty() else None
     try:
-        with _quiet_stdout(ws.state_dir / "eval.log"):
-            result = run_eval(ws, args.persona, args.adapters, args.limit, progress=bar)
+        with _quiet(ws.state_dir / "eval.log") as term:
+            if bar:
+                bar.out = term
+            try:
+                result = run_eval(ws, args.persona, args.adapters, args.limit, progress=bar,
+                                  engine_cm=lambda: command_engine(ws, args), judge=args.judge)
+            finally:
+                if bar:
+                    bar.close()
     except KeyboardInterrupt:
-        if bar:
-            bar.close()
         print("persona-studio: eval cancelled (no scores kept)", file=sys.stderr)
         return 130
-    finally:
-        if bar:
-            bar.close()
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
         return 0
@@ -108,5 +128,9 @@ def run_eval_cmd(args: argparse.Namespace, ws: Any) -> int:
     for a in result["adapters"]:
         cells = [report.fmt(c, a.get(c)) + ("*" if result["best"].get(c) == a["label"] else " ") for c in cols]
         print(f"{a['rank']:<2}{a['label']:<10}" + "".join(f"{c:>16}" for c in cells))
+    for a in result["adapters"]:
+        if a.get("judge_win_rate") is not None:
+            print(f"judge: {a['label']} beats base in {100 * a['judge_win_rate']:.0f}% of {a['judge_n']} "
+                  f"(95% CI {100 * a['judge_ci_low']:.0f}-{100 * a['judge_ci_high']:.0f}%)")
     print(f"(* best; {result['n_heldout']} held-out conversations) report: {result['reports']['markdown']}")
     return 0

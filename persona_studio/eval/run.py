@@ -13,10 +13,11 @@ transaction at the end; a cancelled or failed run keeps no scores and no eval.js
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,12 +228,20 @@ def run_eval(
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
     engine: Any | None = None,
+    engine_cm: Callable[[], Any] | None = None,
+    judge: bool = False,
 ) -> dict[str, Any]:
-    """Run, store and return one eval (raises EvalError/EngineError before anything is stored)."""
+    """Run, store and return one eval (raises EvalError/EngineError before anything is stored).
+
+    The engine: `engine` when one is running already (the studio's), else `engine_cm()` (a context
+    manager giving a started engine, e.g. the CLI's command_engine), else one made here and closed
+    after. It starts only after the loss pass, so the two never hold a GPU's memory at once."""
     from persona_studio.eval import report
 
     progress = progress or (lambda _s, _d, _t: None)
     p = plan(ws, persona_id, adapter_spec, limit)
+    if judge and "base" not in [label for label, _ in p.adapters]:
+        raise EvalError("--judge compares each adapter with the base model: include base in --adapters")
     run_id = report.start_run(ws, p)
     try:
         t = ws.settings.train_sft_args
@@ -241,23 +250,23 @@ def run_eval(
         progress("loss", 0, len(p.adapters))
         losses = heldout_losses_for(ws, p, _model_path(ws), t.cutoff_len, lambda d, n: progress("loss", d, n), cancel)
         reqs = requests(p, ws)
-        own = engine is None
-        if own:
-            from persona_studio.engine import make_engine
-
-            engine = make_engine(ws)
-            progress("engine", 0, 1)
-            engine.start(lambda _msg, _frac: None)
-        try:
+        progress("engine", 0, 1)
+        with (contextlib.nullcontext(engine) if engine is not None else (engine_cm or _own_engine(ws))()) as eng:
             progress("generate", 0, len(reqs))
-            replies = generate_all(engine, reqs, lambda d, n: progress("generate", d, n), cancel)
-        finally:
-            if own:
-                engine.close()
+            replies = generate_all(eng, reqs, lambda d, n: progress("generate", d, n), cancel)
         if cancel is not None and cancel.is_set():
             raise Cancelled()
         result = {"run_id": run_id, "persona_id": persona_id, "name": p.name, "warnings": p.warnings,
                   "n_heldout": len(p.conversations), "n_items": len(p.items), **score(p, losses, replies)}
+        if judge:
+            from persona_studio.eval.judge import judge_all
+
+            progress("judge", 0, 1)
+            wins = judge_all(ws, p.name, result["items"], [label for label, _ in p.adapters], ws.settings.eval.seed)
+            for a in result["adapters"]:
+                a.update(wins.get(a["label"], {}))
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
         return report.finish_run(ws, run_id, result)
     except Cancelled:
         report.end_run(ws, run_id, "cancelled", None)
@@ -266,6 +275,25 @@ def run_eval(
         state = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
         report.end_run(ws, run_id, state, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         raise
+
+
+def _own_engine(ws: Any) -> Callable[[], Any]:
+    @contextlib.contextmanager
+    def cm() -> Iterator[Any]:
+        from persona_studio.engine import make_engine
+
+        eng = make_engine(ws)
+        try:
+            eng.start(lambda _msg, _frac: None)
+            yield eng
+        finally:
+            # a service this run started goes again unless settings keep it running
+            if getattr(eng, "started_service", False) and not ws.settings.engine.keep_running:
+                eng.stop_service()
+            else:
+                eng.close()
+
+    return cm
 
 
 def heldout_losses_for(ws: Any, p: Plan, base: str, cutoff_len: int, progress: Callable[[int, int], None],
