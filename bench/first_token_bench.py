@@ -160,12 +160,6 @@ def reply_text(screen: str) -> tuple[str | None, bool]:
     return None, False
 
 
-def chat_shown(screen: str) -> bool:
-    """The Chat screen is up with alice picked. Its info line says "new chat with Alice" unless
-    the engine connected meanwhile (that clears the line), so the picked persona counts too."""
-    return "new chat with Alice" in screen or ("▶4 Chat" in screen and re.search(r"▊\s+alice\s+▼", screen) is not None)
-
-
 def one_run(command: str, sentence: str | None, timeout: float, label: str, work: Path) -> dict[str, float]:
     """Launch the studio, chat, and return the seconds since launch at which each step showed."""
     name = f"ps-bench-{uuid.uuid4().hex[:6]}"
@@ -183,7 +177,7 @@ def one_run(command: str, sentence: str | None, timeout: float, label: str, work
             if "paint" not in t and "▶1 Import" in screen:
                 t["paint"] = now
                 send(name, "4")
-            elif "paint" in t and "chat" not in t and chat_shown(screen):
+            elif "paint" in t and "chat" not in t and "new chat with Alice" in screen:
                 t["chat"] = now
                 send(name, "i")
                 time.sleep(0.05)  # `i` focuses the input on the next event loop pass; then type

@@ -23,6 +23,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # works without an installed package too
 
 
+def patch_engine_ready(conversation: object) -> None:
+    """An engine that connected before anyone waited for it must not blank the screen's info
+    line (the "new chat with …" greeting): clear it only when a message was waiting."""
+    cls = conversation.ConversationScreen  # type: ignore[attr-defined]
+    ready = cls._engine_ready
+    if getattr(ready, "patched", False):
+        return
+
+    def engine_ready(self: object, engine: object | None) -> None:
+        if engine is not None and self.pending is None:  # type: ignore[attr-defined]
+            return
+        ready(self, engine)
+
+    engine_ready.patched = True  # type: ignore[attr-defined]
+    cls._engine_ready = engine_ready
+
+
 def patch_connect() -> None:
     from persona_studio.tui import app as app_mod
 
@@ -30,11 +47,15 @@ def patch_connect() -> None:
 
     def look_and_connect(self: app_mod.StudioApp) -> None:
         look(self)
+        # Imported here, off the UI thread, so the first switch to Chat skips them; the patch
+        # must be in place before the Chat screen mounts.
+        import persona_studio.tui.screens.chat  # noqa: F401
         from persona_studio.engine import service
+        from persona_studio.tui.screens import conversation
 
+        patch_engine_ready(conversation)
         if self.workspace is not None and service.state(self.workspace)[0] == "ready":
             self.call_from_thread(self.ensure_engine)
-        import persona_studio.tui.screens.chat  # noqa: F401 - the first switch to Chat then skips its imports
 
     app_mod.StudioApp._look_for_service = look_and_connect  # type: ignore[method-assign]
 
