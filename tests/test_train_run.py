@@ -55,6 +55,7 @@ def _greedy(model_dir: Path, adapter: Path | None, quantized: bool) -> str:
         model = PeftModel.from_pretrained(model, adapter)
     msgs = [{"role": "system", "content": "You are Alice."}, {"role": "user", "content": PROMPT}]
     enc = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    enc = {k: v.to(model.device) for k, v in enc.items()}  # on CUDA the model may load onto the GPU
     out = model.generate(**enc, max_new_tokens=24, do_sample=False)
     return tok.decode(out[0][enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
