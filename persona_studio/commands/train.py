@@ -96,6 +96,9 @@ def run_show(args: argparse.Namespace, ws: Workspace) -> int:
     if metrics:
         m = metrics[-1]
         print(f"{'last step':>16}: loss {m.get('loss'):.4f}  lr {m.get('lr'):.2e}  {m.get('tokens_per_s', 0):.0f} tok/s")
+        if m.get("reward_margin") is not None:  # a DPO/ORPO job
+            print(f"{'preference':>16}: margin {m['reward_margin']:.4f}  accuracy {m.get('accuracy', 0):.2f}"
+                  f"  logp chosen {m.get('logps_chosen', 0):.2f}  rejected {m.get('logps_rejected', 0):.2f}")
     for line in log:
         print(f"  | {line}")
     return 0
