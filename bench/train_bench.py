@@ -178,12 +178,12 @@ def main() -> int:
     packed_spec = dataclasses.replace(spec, train=dataclasses.replace(train, packing=True))
     ours, theirs, packed, ours_cpu, theirs_cpu = [], [], [], [], []
     for r in range(args.rounds):
-        wall, cpu = run_ours(spec, rows, work)
+        wall, cpu_s = run_ours(spec, rows, work)
         ours.append(tokens / wall)
-        ours_cpu.append(cpu)
-        wall, cpu = run_trainer(spec, examples, work)
+        ours_cpu.append(cpu_s)
+        wall, cpu_s = run_trainer(spec, examples, work)
         theirs.append(tokens / wall)
-        theirs_cpu.append(cpu)
+        theirs_cpu.append(cpu_s)
         packed.append(tokens / run_ours(packed_spec, rows, work)[0])
         print(f"round {r + 1}: ours {ours[-1]:.0f} tok/s ({ours_cpu[-1]:.1f} CPU s), "
               f"Trainer {theirs[-1]:.0f} tok/s ({theirs_cpu[-1]:.1f} CPU s), ours+packing {packed[-1]:.0f} tok/s",
