@@ -160,6 +160,21 @@ def reply_text(screen: str) -> tuple[str | None, bool]:
     return None, False
 
 
+def type_message(name: str) -> None:
+    """`i`, then the message, until it shows in the input. `i` focuses the input on a later pass
+    of the app's event loop; on a loaded box keys typed before that go to the screen instead."""
+    for _ in range(5):
+        send(name, "i")
+        time.sleep(0.05)
+        send(name, MESSAGE, literal=True)
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            if re.search(rf"▊\s+{MESSAGE}", capture(name)):
+                return
+            time.sleep(POLL_S)
+    raise RuntimeError(f"the message never showed in the input; screen:\n{capture(name)}")
+
+
 def one_run(command: str, sentence: str | None, timeout: float, label: str, work: Path) -> dict[str, float]:
     """Launch the studio, chat, and return the seconds since launch at which each step showed."""
     name = f"ps-bench-{uuid.uuid4().hex[:6]}"
@@ -179,9 +194,7 @@ def one_run(command: str, sentence: str | None, timeout: float, label: str, work
                 send(name, "4")
             elif "paint" in t and "chat" not in t and "new chat with Alice" in screen:
                 t["chat"] = now
-                send(name, "i")
-                time.sleep(0.05)  # `i` focuses the input on the next event loop pass; then type
-                send(name, MESSAGE, literal=True)
+                type_message(name)
                 send(name, "Enter")
             elif "chat" in t:
                 if "ready" not in t and "vllm ready" in screen:
