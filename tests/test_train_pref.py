@@ -133,7 +133,8 @@ def test_dpo_loss_equals_trl_dpotrainer_on_the_same_batch(tiny_model: Path, tmp_
     trl_batch = next(iter(trainer.get_train_dataloader()))
     pol = trainer.model  # TRL keeps the starting adapter as its reference ("ref"): so do we (ours: its log-probs)
     examples = [tokenize_pair(tok, r["prompt"], S1, r["rejected"][0]["content"], 1024) for r in rows]
-    ref_c, ref_r = reference_logps(pol, examples, tok.pad_token_id, 4, "cpu", use_base=False)
+    device = next(pol.parameters()).device  # TRL moves the model to the GPU when there is one
+    ref_c, ref_r = reference_logps(pol, examples, tok.pad_token_id, 4, device, use_base=False)
     with torch.no_grad():  # move the policy away from the reference, as a few steps would
         for name, p in pol.named_parameters():
             if "lora_B" in name and ".default." in name:
@@ -142,10 +143,10 @@ def test_dpo_loss_equals_trl_dpotrainer_on_the_same_batch(tiny_model: Path, tmp_
     trl_loss = float(trainer.compute_loss(pol, trl_batch).detach())
     trl_margin = trainer._metrics["train"]["rewards/margins"][0]
 
-    ours = _to_device(collate_pairs(examples, tok.pad_token_id), "cpu")
+    ours = _to_device(collate_pairs(examples, tok.pad_token_id), device)
     with torch.no_grad():
         logps, _ = completion_logps(pol, ours)
-    c, r = logps.chunk(2)
+    c, r = logps.float().cpu().chunk(2)
     losses, rew_c, rew_r = dpo_loss(c, r, torch.tensor(ref_c), torch.tensor(ref_r), 0.1)
     assert abs(trl_loss - 0.6931) > 0.01  # the policy really differs from the reference
     assert float(losses.mean()) == pytest.approx(trl_loss, rel=1e-5)
@@ -269,7 +270,7 @@ def test_pairs_from_chat_edits_and_swipes_teach_the_adapter_to_say_s1(tmp_path, 
         engine.close()
 
 
-def test_orpo_run_raises_the_margin(tmp_path, tiny_model, sft_adapter) -> None:
+def test_orpo_run_raises_the_margin(tmp_path, tiny_model, sft_adapter, capsys) -> None:
     ws = _workspace(tmp_path / "ws", tiny_model, sft_adapter, max_steps=12, beta=0.5)
     f = tmp_path / "pairs.jsonl"
     f.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": PROMPT}], "chosen": S1, "rejected": S2}) + "\n"
@@ -282,6 +283,9 @@ def test_orpo_run_raises_the_margin(tmp_path, tiny_model, sft_adapter) -> None:
     assert metrics[-1]["reward_margin"] > metrics[0]["reward_margin"]
     assert metrics[-1]["logps_chosen"] > metrics[0]["logps_chosen"]  # ORPO's NLL pulls S1 up
     assert spec.load(Path(job.job_dir) / "spec.json").pair_sources == {"import_dpo": 4}
+    capsys.readouterr()
+    assert _cli(ws, "jobs", "show", job.job_id) == 0
+    assert f"margin {metrics[-1]['reward_margin']:.4f}" in capsys.readouterr().out
 
 
 # -- kill -9 and --resume ----------------------------------------------------------------------------
@@ -315,3 +319,36 @@ def test_killed_dpo_job_resumes_its_step_count(tmp_path, tiny_model, sft_adapter
     assert json.loads((job_dir / "ref_logps.json").read_text()) == ref  # the reference is not re-measured
     assert any(f"resuming from checkpoint step-{ckpt:06d}" in line for line in jobs.tail_log(job_dir, 400))
     assert adapters.current(ws, "alice").name == "v0002"
+
+
+def test_a_stopped_dpo_loop_checkpoints_and_resumes_exactly(tmp_path, sft_adapter) -> None:
+    """Cancel (the worker's SIGTERM sets `stop`) saves a checkpoint; the resumed run starts from the state an
+    uninterrupted run has at that step. (Later steps drift apart: NF4 matmuls on the CPU are not bit-exact
+    between processes, and Adam turns near-zero gradient noise into full-size steps.)"""
+    import dataclasses
+
+    from persona_studio.settings import TrainPrefArgs
+    from persona_studio.train import data as data_mod
+    from persona_studio.train import pref_loop
+
+    sft = spec.load(sft_adapter / "train_spec.json")
+    pref = TrainPrefArgs(**{**PREF_ARGS, "max_steps": 8, "save_steps": 100})
+    s = dataclasses.replace(sft, job_id="j", method="dpo", pref=pref, sft_adapter=str(sft_adapter))
+    rows = [{"split": "train", "source": "import_dpo", "chosen": S1, "rejected": S2,
+             "messages": [{"role": "system", "content": "You are Alice."}, {"role": "user", "content": f"{PROMPT} {i}"}]}
+            for i in range(4)]
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+        data_mod.write_jsonl(d / "data.jsonl", rows)
+    stops = iter([False, False, True])
+    assert pref_loop.train(s, a, stop=lambda: next(stops, False)) == "cancelled"
+    assert jobs.job_status(a)["checkpoint_step"] == 3 and not (a / "adapter").exists()
+    assert pref_loop.train(s, a) == "done"
+    assert pref_loop.train(s, b) == "done"
+    got, ref = jobs.read_metrics(a), jobs.read_metrics(b)
+    assert [m["step"] for m in got] == list(range(1, 9))
+    for k in ("loss", "reward_margin", "logps_chosen", "logps_rejected"):  # before the stop: the same run
+        assert [m[k] for m in got[:3]] == pytest.approx([m[k] for m in ref[:3]], rel=1e-4, abs=1e-6)
+    assert got[3]["loss"] == pytest.approx(ref[3]["loss"], rel=1e-3)  # the checkpoint restored the run's state
+    assert got[-1]["reward_margin"] > got[3]["reward_margin"] > 0 and got[-1]["accuracy"] == 1.0
