@@ -160,17 +160,18 @@ def reply_text(screen: str) -> tuple[str | None, bool]:
     return None, False
 
 
-def type_message(name: str) -> None:
-    """`i`, then the message, until it shows in the input. `i` focuses the input on a later pass
-    of the app's event loop; on a loaded box keys typed before that go to the screen instead."""
-    for _ in range(5):
+def type_message(name: str) -> int:
+    """`i`, then the message, until it shows in the input; returns how many retries it took.
+    `i` focuses the input on a later pass of the app's event loop; on a loaded box keys typed
+    before that go to the screen instead (a late focus may leave a stray 'i' in the text)."""
+    for attempt in range(5):
         send(name, "i")
         time.sleep(0.05)
         send(name, MESSAGE, literal=True)
         end = time.monotonic() + 1.0
         while time.monotonic() < end:
-            if re.search(rf"▊\s+{MESSAGE}", capture(name)):
-                return
+            if re.search(rf"▊\s+\S*{MESSAGE}", capture(name)):
+                return attempt
             time.sleep(POLL_S)
     raise RuntimeError(f"the message never showed in the input; screen:\n{capture(name)}")
 
@@ -194,7 +195,9 @@ def one_run(command: str, sentence: str | None, timeout: float, label: str, work
                 send(name, "4")
             elif "paint" in t and "chat" not in t and "new chat with Alice" in screen:
                 t["chat"] = now
-                type_message(name)
+                retries = type_message(name)
+                if retries:
+                    t["retyped"] = retries  # this run's times include the app's slow focus
                 send(name, "Enter")
             elif "chat" in t:
                 if "ready" not in t and "vllm ready" in screen:
