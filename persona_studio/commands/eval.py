@@ -5,7 +5,7 @@
 
 Runs in the foreground with a progress bar on a terminal's stderr; Ctrl-C cancels (the run is
 recorded as cancelled, no scores are kept). `--json` prints only the result JSON on stdout: the
-engine's own logging goes to .studio/eval.log.
+libraries' logging and warnings go to .studio/eval.log (vLLM logs in the engine service's own log).
 """
 
 from __future__ import annotations
@@ -61,31 +61,36 @@ class _Bar:
 
 
 @contextlib.contextmanager
-def _quiet(log_path: Any) -> Iterator[TextIO]:
-    """Send everything written to stdout and stderr during the run (library warnings, progress
-    bars, engine logging, processes writing to fds 1 and 2) to a log file, so `--json` stdout holds
-    the result alone and an error is the one line cli.py prints. Yields the real terminal's
-    stderr for our own progress bar."""
+def _quiet(log_path: Any) -> Iterator[None]:
+    """Libraries' own chatter during the run goes to `.studio/eval.log` through their logging
+    configuration, so `--json` stdout holds the result alone and an error is the one line cli.py
+    prints. vLLM runs in the engine service, which has its own log; nothing here touches file
+    descriptors (that broke vLLM's start and the TUI's terminal size before)."""
+    import logging
+    import warnings
+
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    real = sys.stdout, sys.stderr
-    term = os.fdopen(os.dup(saved[1]), "w", encoding="utf-8", errors="replace")
-    with open(log_path, "a", encoding="utf-8") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        sys.stdout = sys.stderr = log
-        try:
-            yield term
-        finally:
-            log.flush()
-            term.close()
-            sys.stdout, sys.stderr = real
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
+    for var, value in (("TQDM_DISABLE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+                       ("TRANSFORMERS_VERBOSITY", "error"), ("TOKENIZERS_PARALLELISM", "false")):
+        os.environ.setdefault(var, value)
+    handler = logging.FileHandler(log_path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    # warnings.warn from torch/peft/bitsandbytes become log records of 'py.warnings'.
+    loggers = [logging.getLogger(n) for n in ("py.warnings", "transformers", "peft", "bitsandbytes", "httpx")]
+    saved = [(lg, lg.handlers[:], lg.propagate) for lg in loggers]
+    logging.captureWarnings(True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            for lg in loggers:
+                lg.handlers = [handler]
+                lg.propagate = False
+            yield
+    finally:
+        logging.captureWarnings(False)
+        for lg, handlers, propagate in saved:
+            lg.handlers, lg.propagate = handlers, propagate
+        handler.close()
 
 
 def run_eval_cmd(args: argparse.Namespace, ws: Any) -> int:
@@ -106,9 +111,7 @@ def run_eval_cmd(args: argparse.Namespace, ws: Any) -> int:
         raise UserError(f"--limit: must be at least 1, got {args.limit}")
     bar = _Bar() if sys.stderr.isatty() else None
     try:
-        with _quiet(ws.state_dir / "eval.log") as term:
-            if bar:
-                bar.out = term
+        with _quiet(ws.state_dir / "eval.log"):
             try:
                 result = run_eval(ws, args.persona, args.adapters, args.limit, progress=bar,
                                   engine_cm=lambda: command_engine(ws, args), judge=args.judge)
