@@ -134,7 +134,7 @@ def test_studio_story_on_the_real_engine_in_a_real_terminal(story_ws, tiny_model
     try:
         t0 = time.monotonic()
         start(s2, f"{exe} --workspace {ws.root}", size=(100, 30))
-        wait_for(s2, f"service ready (pid {info.pid})")
+        wait_for(s2, f"ready (pid {info.pid})")  # the running service, connected ahead of the first turn
         keys(s2, "4")
         wait_for(s2, "new chat with Alice")
         keys(s2, "i")

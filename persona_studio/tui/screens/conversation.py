@@ -174,8 +174,11 @@ class ConversationScreen(StageScreen):
     def _engine_ready(self, engine: object | None) -> None:
         pending, self.pending = self.pending, None
         if engine is None:
-            self.show_error(f"engine failed to start: {self.app.engine_error}")  # type: ignore[attr-defined]
+            if pending is not None:  # a failed start nobody waited for is the status line's news
+                self.show_error(f"engine failed to start: {self.app.engine_error}")  # type: ignore[attr-defined]
             return
+        if pending is None:
+            return  # connected ahead of time (a running service): keep what the info line says
         self.info("")
         if pending is not None:
             pending()
@@ -292,7 +295,9 @@ class ConversationScreen(StageScreen):
 
     # -- message actions ---------------------------------------------------------------------
     def action_type(self) -> None:
-        self.query_one("#conv-input", Input).focus()
+        # At once, not scheduled like Widget.focus(): keys typed right after `i` must land in the
+        # input, not act as message keys (`e` edit, `l` lore) on the way.
+        self.set_focus(self.query_one("#conv-input", Input))
 
     def action_stop(self) -> None:
         if self.conv is not None and self.busy:
