@@ -183,3 +183,46 @@ async def test_chat_shows_retrieved_lore_and_stops_on_request(chat_ws: Path) -> 
         # ctrl+x is the stop key even while typing (it outranks the input's own ctrl+x)
         await pilot.press("i", "ctrl+x")
         assert "nothing to stop" in str(screen.query_one("#conv-info").render())
+
+
+@pytest.mark.slow
+async def test_focused_message_keys_and_the_new_chat_in_the_list(chat_ws: Path) -> None:
+    from textual.widgets import Select
+    from textual.widgets._footer import FooterKey
+
+    app = create_app(chat_ws)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("4")
+        await wait_until(pilot, lambda: app.current_mode == "chat")
+        await pilot.press("i", *"hi there", "enter")
+        await idle(pilot, app, 3)
+        screen = app.screen
+        # The chat just started is in the chat list, selected.
+        pick = screen.query_one("#chat-pick", Select)
+        assert pick.value == screen.chat_id
+        # Up from the input focuses the last message: it is highlighted and the footer shows its keys.
+        await pilot.press("up")
+        await pilot.pause()
+        views = list(screen.query(MessageView))
+        assert screen.focused is views[-1]
+        await pilot.pause(0.2)
+        shown = [fk.description for fk in screen.query(FooterKey)]
+        assert {"Edit", "Regenerate", "Branch here", "Delete"} <= set(shown), shown
+        await pilot.press("up")
+        assert screen.focused is views[-2]
+
+
+def test_message_header_marks_stopped_edited_and_trimmed_replies() -> None:
+    """What a reply's header says about it (the stop path itself runs for real in
+    tests/test_engine_service.py: meta['stopped'] after an abort mid-stream)."""
+    from types import SimpleNamespace
+
+    from persona_studio.tui.widgets.messages import head_for
+
+    msg = SimpleNamespace(role="assistant", speaker="alice", adapter="alice/v0002", n_tokens=12,
+                          meta={"stopped": True, "trimmed": {"history": 3, "lore": 1}})
+    head = head_for(msg, {"alice": "Alice"})
+    assert head.startswith("Alice · alice/v0002 · 12 tok") and "stopped" in head
+    assert "left out 3 old lines, 1 lore" in head
+    plain = SimpleNamespace(role="assistant", speaker="alice", adapter="alice/v0002", n_tokens=5, meta={})
+    assert "stopped" not in head_for(plain, {"alice": "Alice"})
