@@ -242,7 +242,9 @@ def main(argv: list[str]) -> int:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     counts: Counter[str] = Counter()
     failures = KINDS[kind](seed, n, workdir, counts)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    # VmHWM, not ru_maxrss: on Linux ru_maxrss keeps the forking parent's size across exec.
+    with open("/proc/self/status") as fh:
+        peak_mb = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) // 1024
     print(json.dumps({"failures": failures, "peak_mb": peak_mb, "counts": counts}))
     return 0
 

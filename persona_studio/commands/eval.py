@@ -70,8 +70,11 @@ def _quiet(log_path: Any) -> Iterator[None]:
     import warnings
 
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    for var, value in (("TQDM_DISABLE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
-                       ("TRANSFORMERS_VERBOSITY", "error"), ("TOKENIZERS_PARALLELISM", "false")):
+    # Only for this process (restored below): child processes such as a vLLM server keep their
+    # own defaults (vLLM's offline API divides by tqdm's elapsed time, which a disabled bar zeroes).
+    quiet_env = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    saved_env = {k: os.environ.get(k) for k in quiet_env}
+    for var, value in quiet_env.items():
         os.environ.setdefault(var, value)
     handler = logging.FileHandler(log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
@@ -87,6 +90,11 @@ def _quiet(log_path: Any) -> Iterator[None]:
                 lg.propagate = False
             yield
     finally:
+        for var, old in saved_env.items():
+            if old is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = old
         logging.captureWarnings(False)
         for lg, handlers, propagate in saved:
             lg.handlers, lg.propagate = handlers, propagate

@@ -10,7 +10,6 @@ def run_tui(workspace: str | None) -> int:
     # progress bars and advice from being produced at all. No fd redirection: the engine runs
     # in its own process (engine/service.py) with its own log, and the terminal stays the
     # app's, so Textual sees the real size and resizes.
-    os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
