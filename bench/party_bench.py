@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -89,7 +90,8 @@ def make_workspace(root: Path, model: Path, backend: str, adapter_dirs: list[Pat
         "model": {"name_or_path": str(model), "dtype": "bfloat16" if cuda else "float32"},
         "engine": {"backend": backend},
         "vllm_args": {
-            "gpu_memory_utilization": 0.5 if cuda else 0.1,
+            # CPU: a fraction of RAM; a real model (the built-in 135M in fp32) needs room for its KV cache.
+            "gpu_memory_utilization": 0.5 if cuda else float(os.environ.get("PARTY_BENCH_CPU_MEM", "0.1")),
             "max_model_len": 2048 if cuda else 1024,
             "enforce_eager": not cuda,
         },
