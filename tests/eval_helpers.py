@@ -6,32 +6,11 @@ import json
 from pathlib import Path
 
 from persona_studio.workspace import Workspace, atomic_write
+from tests.engine_helpers import install_adapter, trained_adapter
 from tests.train_helpers import add_persona, add_samples, chat
 
 SENT = "Alice likes books and tea."
 QUESTIONS = [f"Question number {i}, what do you like?" for i in range(20)]
-
-
-def trained_adapter(cache: Path, base: Path, sentence: str) -> Path:
-    """A sentence adapter, trained once per test session (same cache as the engine tests)."""
-    from persona_studio.testkit import train_sentence_adapter
-
-    out = cache / "".join(c for c in sentence.lower() if c.isalnum())[:24]
-    if not (out / "adapter_config.json").exists():
-        train_sentence_adapter(base, out, sentence)
-    return out
-
-
-def install_adapter(ws: Workspace, persona_id: str, src: Path) -> Path:
-    import shutil
-
-    from persona_studio import adapters
-
-    dest = adapters.new_version_dir(ws, persona_id)
-    for f in src.iterdir():
-        shutil.copy2(f, dest / f.name)
-    adapters.set_current(ws, persona_id, dest.name)
-    return dest
 
 
 def sentence_workspace(root: Path, tiny_model: Path, cache: Path, backend: str = "transformers",
