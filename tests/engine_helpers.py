@@ -44,7 +44,7 @@ def make_party_workspace(root: Path, tiny_model: Path, backend: str, cache: Path
     settings = {
         "model": {"name_or_path": str(tiny_model), "dtype": "float32"},
         "engine": {"backend": backend},
-        "vllm_args": {"gpu_memory_utilization": 0.1, "max_model_len": 512, "enforce_eager": True},
+        "vllm_args": {"cpu_kv_cache_gib": 0.25, "max_model_len": 512, "enforce_eager": True},
         "infer_args": {"temperature": 0.0, "repetition_penalty": 1.0, "max_new_tokens": 24},
         "rag_args": {"enable": False},
         **extra,

