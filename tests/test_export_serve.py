@@ -87,9 +87,11 @@ def test_selected_personas_settings_limits_and_extra_args(ws) -> None:
 def test_cpu_kv_cache_size_goes_to_the_cpu_build_only(ws, monkeypatch: pytest.MonkeyPatch) -> None:
     from persona_studio.export import serve
 
-    assert "--kv-cache-memory-bytes" not in serve_command(ws)  # 0 = vLLM's RAM-fraction rule
-    ws.settings.vllm_args.cpu_kv_cache_gib = 0.5
     monkeypatch.setattr(serve, "cpu_build", lambda: True)
+    assert _flag(serve_command(ws), "--kv-cache-memory-bytes") == str(2**30)  # the default, 1 GiB
+    ws.settings.vllm_args.cpu_kv_cache_gib = 0  # vLLM's own RAM-fraction rule
+    assert "--kv-cache-memory-bytes" not in serve_command(ws)
+    ws.settings.vllm_args.cpu_kv_cache_gib = 0.5
     assert _flag(serve_command(ws), "--kv-cache-memory-bytes") == str(2**29)
     monkeypatch.setattr(serve, "cpu_build", lambda: False)  # CUDA vLLM sizes its cache from the GPU
     assert "--kv-cache-memory-bytes" not in serve_command(ws)
