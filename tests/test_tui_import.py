@@ -6,6 +6,7 @@ from pathlib import Path
 from textual.widgets import Input, OptionList
 
 from persona_studio.tui.app import create_app
+from persona_studio.workspace import Workspace
 from tests.tui_helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -176,3 +177,45 @@ async def test_tab_completes_names_with_spaces_so_they_scan(tmp_path: Path) -> N
         speakers = app.screen.query_one("#import-speakers", OptionList)
         await wait_until(pilot, lambda: speakers.option_count == 2, timeout=30)
         assert {speakers.get_option_at_index(i).id for i in range(2)} == {"Rosa", "Jake"}
+
+
+async def test_review_work_that_cannot_be_carried_is_dropped_only_on_ctrl_f(tmp_path: Path) -> None:
+    """The TUI's `make-dataset --force`: a re-import whose samples would drop review work refuses
+    and says so; ctrl+f (only then) re-makes them and says what was dropped."""
+    from textual.widgets import Select
+
+    from persona_studio.cli import main
+    from tests.test_clean_pipeline import add_persona, wechat_csv
+    from tests.test_review_work import exchange, samples, settings
+
+    ws = Workspace.init(tmp_path / "ws")
+    add_persona(ws, "alice")
+    chat = wechat_csv(tmp_path / "ws" / "chat.csv", exchange(1, 0, 3, "a") + exchange(1, 14, 2, "d"))
+    assert main(["import", str(chat), "--persona", "alice", "--me", "me", "-w", str(ws.root)]) == 0
+    settings(ws, 5.0)
+    assert main(["make-dataset", "--persona", "alice", "-w", str(ws.root)]) == 0
+    accepted = next(s.id for s in samples(ws) if s.turns[0]["content"] == "a question 0")
+    assert main(["-w", str(ws.root), "review", "--persona", "alice", "accept", str(accepted)]) == 0
+    settings(ws, 10.0)  # "a" (accepted) and "d" become one sample: the accept cannot be carried
+
+    app = create_app(ws.root)
+    async with app.run_test(size=(110, 32)) as pilot:
+        await wait_until(pilot, lambda: app.current_mode == "import")
+        summary = app.screen.query_one("#import-summary")
+        await pilot.press("ctrl+f")
+        await wait_until(pilot, lambda: "nothing to force" in str(summary.render()))
+        app.screen.query_one("#import-files", Input).value = "chat.csv"
+        await pilot.press("ctrl+o")
+        speakers = app.screen.query_one("#import-speakers", OptionList)
+        await wait_until(pilot, lambda: speakers.option_count >= 2, timeout=30)
+        app.screen.query_one("#import-persona", Select).value = "alice"
+        speakers.highlighted = [speakers.get_option_at_index(i).id for i in range(speakers.option_count)].index("me")
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: "press ctrl+f" in str(summary.render()), timeout=60)
+        assert "would drop the review work on 1 sample(s)" in str(summary.render())
+        assert any(s.id == accepted and s.status == "accepted" for s in samples(ws))  # nothing changed yet
+        await pilot.press("ctrl+f")
+        await wait_until(pilot, lambda: "done" in str(summary.render()), timeout=60)
+        assert "dropped the review work on 1 sample(s)" in str(summary.render())
+    merged = next(s for s in samples(ws) if s.turns[0]["content"] == "a question 0")
+    assert len(merged.turns) == 10 and merged.status == "pending"

@@ -2,8 +2,10 @@
 
 Keys: tab completes the path being typed (else moves on); ctrl+o scans; enter on a speaker
 makes it "me" (it never starts an import); ctrl+r imports and builds the dataset; ctrl+z
-undoes the persona's latest import (press twice). The target persona follows the file's
-`personas/<id>/` folder, else it must be picked — or "new persona…", created named after "me".
+undoes the persona's latest import (press twice); ctrl+f, right after make-dataset refused to
+drop review work it could not carry over, re-makes the samples anyway (`make-dataset --force`).
+The target persona follows the file's `personas/<id>/` folder, else it must be picked — or
+"new persona…", created named after "me".
 """
 
 from __future__ import annotations
@@ -107,7 +109,11 @@ class ImportScreen(StageScreen):
     PERSONA_SELECT = "#import-persona"
     STAGE_TITLE = "Import"
     BINDINGS = [Binding("ctrl+r", "run", "Import + make dataset"), Binding("ctrl+o", "scan", "Scan files"),
-                Binding("ctrl+z", "undo", "Undo last import")]
+                Binding("ctrl+z", "undo", "Undo last import"),
+                Binding("ctrl+f", "force", "Re-make, dropping review work", show=False)]
+    # The persona whose make-dataset refused to drop review work it could not carry over: ctrl+f
+    # re-makes its samples anyway (the CLI's `make-dataset --force`), and only right after a refusal.
+    force_pending: str | None = None
 
     class Undone(Message):
         def __init__(self, summary: dict[str, Any] | None, error: str | None):
@@ -298,9 +304,11 @@ class ImportScreen(StageScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="import-run")
     def run_import(self, persona: str, paths: list[Path], me: str | None, create: bool = False) -> None:
+        from persona_studio.clean.carry import ReviewWorkWouldBeLost
         from persona_studio.clean.pipeline import make_dataset
         from persona_studio.importer import import_files
 
+        self.force_pending = None
         try:
             imp = import_files(self.workspace, persona, paths, me, create=create,
                                progress=lambda d, t: self.post_message(self.Progress("import", d, t)))
@@ -310,9 +318,37 @@ class ImportScreen(StageScreen):
         try:
             ds = make_dataset(self.workspace, persona,
                               progress=lambda d, t: self.post_message(self.Progress("clean", d, t)))
+        except ReviewWorkWouldBeLost as exc:
+            self.force_pending = persona
+            self.post_message(self.Finished(None, f"{exc}\nthe messages were imported; press ctrl+f to re-make the "
+                                                  "samples anyway and drop that review work"))
+            return
         except UserError as exc:
             self.post_message(self.Finished(None, f"{exc}\nthe messages were imported; fix this and press ctrl+r"))
             return
+        self.post_message(self.Finished({"import": imp, "dataset": ds}, None))
+
+    def action_force(self) -> None:
+        box = self.query_one("#import-summary", Static)
+        if self.force_pending is None:
+            box.update("nothing to force: ctrl+f follows a make-dataset that refused to drop review work")
+            return
+        persona, self.force_pending = self.force_pending, None
+        self.query_one("#import-run", Button).disabled = True
+        box.update(f"re-making {escape(persona)}'s samples, dropping the review work that cannot be carried over…")
+        self.run_forced(persona)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="import-run")
+    def run_forced(self, persona: str) -> None:
+        from persona_studio.clean.pipeline import make_dataset
+
+        try:
+            ds = make_dataset(self.workspace, persona, force=True,
+                              progress=lambda d, t: self.post_message(self.Progress("clean", d, t)))
+        except UserError as exc:
+            self.post_message(self.Finished(None, str(exc)))
+            return
+        imp = {"persona": persona, "imported": 0, "unchanged": 0}
         self.post_message(self.Finished({"import": imp, "dataset": ds}, None))
 
     @on(Progress)
@@ -329,6 +365,7 @@ class ImportScreen(StageScreen):
             return
         assert msg.summary is not None
         imp, ds = msg.summary["import"], msg.summary["dataset"]
+        dropped = ds.get("review", {}).get("dropped", 0)
         if imp.get("created_persona"):
             self.fill_personas("#import-persona")
             self.query_one("#import-persona", Select).value = imp["persona"]
@@ -340,7 +377,7 @@ class ImportScreen(StageScreen):
             f"samples: {ds['samples']['total']} ({ds['samples']['new']} new) · redacted: {red}\n"
             f"skipped: {skipped} · blocked-word hits: {ds['blocked']['hits']}\n"
             f"suggested cutoff_len: {ds['tokens'].get('suggested_cutoff_len', '?')} — review them with key 2"
-            f" · ctrl+z undoes this import"
+            f" · ctrl+z undoes this import" + (f"\ndropped the review work on {dropped} sample(s)" if dropped else "")
         )
         self.query_one("#import-progress", ProgressBar).update(total=1, progress=1)
 
