@@ -18,3 +18,17 @@ def strip_controls(text: str) -> str:
     if not CONTROLS.search(text):
         return text
     return CONTROLS.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+# json.dumps escapes C0 controls but, with ensure_ascii=False, writes DEL and C1 (U+0080-U+009F,
+# e.g. U+009B, an 8-bit CSI) as they are; they can only stand inside JSON strings, where \uXXXX
+# means the same character.
+_JSON_RAW = re.compile("[\x7f-\x9f]")
+
+
+def json_text(obj: object, indent: int | None = None) -> str:
+    """JSON for a terminal: readable non-ASCII text, every control character escaped."""
+    import json
+
+    text = json.dumps(obj, ensure_ascii=False, indent=indent)
+    return _JSON_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

@@ -233,3 +233,24 @@ def test_speaker_names_with_escape_sequences_print_clean(tmp_path: Path, capsys:
     assert main(["speakers", str(chat)]) == 0
     out = capsys.readouterr().out
     assert "Eve]0;x" in out and not CONTROLS.search(out), repr(out)
+
+
+def test_json_output_escapes_c1_controls_a_terminal_would_obey(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """json.dumps(ensure_ascii=False) escapes C0 but writes DEL and C1 (U+009B is an 8-bit CSI) raw:
+    every --json command prints through termsafe.json_text, which escapes them too."""
+    from persona_studio.termsafe import json_text
+
+    evil = {"名字": "Zoë\x9b2J\x7f\x85 and\x1b[31m red"}
+    text = json_text(evil)
+    assert not CONTROLS.search(text) and "名字" in text and "Zoë" in text
+    assert json.loads(text) == evil  # the same value, only spelled safely
+    assert json_text([1, {"a": "\x9f"}], indent=2) == '[\n  1,\n  {\n    "a": "\\u009f"\n  }\n]'
+
+    chat = tmp_path / "chat.txt"
+    talk = "".join(f"12/31/23, 9:{i:02d} PM - Bo: an ordinary line of talk, number {i}\n" for i in range(50))
+    chat.write_text(f"12/31/23, 8:41 PM - Eve\x9b2J: hi\n{talk}", encoding="utf-8")
+    assert main(["speakers", str(chat), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert not CONTROLS.search(out), repr(out)
+    assert ["Eve\x9b2J", 1] in json.loads(out), out  # the name itself is kept, escaped

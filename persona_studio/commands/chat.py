@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import random
 import sys
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from persona_studio.chat.party import STRATEGIES
 from persona_studio.commands.engine import add_keep_engine_arg, command_engine
 from persona_studio.errors import UserError
+from persona_studio.termsafe import json_text
 from persona_studio.workspace import Workspace
 
 
@@ -91,7 +91,7 @@ def run_chat(args: argparse.Namespace, ws: Workspace) -> int:
         stack.close()
         store.close()
     if args.json:
-        print(json.dumps({"chat_id": conv.chat_id, **r.as_json()}, ensure_ascii=False))
+        print(json_text({"chat_id": conv.chat_id, **r.as_json()}))
     elif live:
         print(f"\n[{r.adapter}]")
     else:
@@ -168,7 +168,7 @@ def run_party(args: argparse.Namespace, ws: Workspace) -> int:
         }
         if error is not None:
             out["error"] = str(error)
-        print(json.dumps(out, ensure_ascii=False))
+        print(json_text(out))
     if error is not None:
         raise error
     return 0

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
+from persona_studio.termsafe import json_text
 from persona_studio.workspace import Workspace
 
 
@@ -50,7 +50,7 @@ def run_info(args: argparse.Namespace, ws: Workspace) -> int:
         # A warning, not a refusal: info is how one finds out what is wrong with a workspace.
         print(f"persona-studio: warning: {model['problem']}", file=sys.stderr)
     if args.json:
-        print(json.dumps(info, ensure_ascii=False))
+        print(json_text(info))
     else:
         rows = dict(info)
         del rows["base_model_info"]

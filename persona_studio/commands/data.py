@@ -7,12 +7,13 @@ and only when stderr is a terminal.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from persona_studio.termsafe import json_text
 
 
 class TerminalProgress:
@@ -111,7 +112,7 @@ def register_export(export_sub: argparse._SubParsersAction, common: argparse.Arg
 
 
 def _print_json(obj: Any) -> None:
-    print(json.dumps(obj, ensure_ascii=False))
+    print(json_text(obj))
 
 
 def _run_import_log(args: argparse.Namespace, ws: Any) -> int:
@@ -123,7 +124,7 @@ def _run_import_log(args: argparse.Namespace, ws: Any) -> int:
         raise UserError("import: --list and --undo take no FILE and not each other")
     if args.undo is not None:
         summary = undo_import(ws, args.undo)
-        print(json.dumps(summary, ensure_ascii=False) if args.json else describe(summary))
+        print(json_text(summary) if args.json else describe(summary))
         return 0
     rows = list_imports(ws, args.persona)
     if args.json:

@@ -8,6 +8,7 @@ import sys
 import time
 
 from persona_studio.errors import UserError
+from persona_studio.termsafe import json_text
 from persona_studio.workspace import Workspace
 
 
@@ -69,7 +70,7 @@ def _describe(ws: Workspace) -> dict:
 
 def _print(d: dict, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(d, ensure_ascii=False))
+        print(json_text(d))
         return
     if d["state"] == "stopped":
         print(f"engine service: stopped (log: {d['log']})")

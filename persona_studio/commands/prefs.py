@@ -11,9 +11,9 @@ Pairs are collected by chat edits, swipes and review edits, and by `import` of D
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from persona_studio.termsafe import json_text
 from persona_studio.workspace import Workspace
 
 
@@ -73,7 +73,7 @@ def run_list(args: argparse.Namespace, ws: Workspace) -> int:
         pairs = prefs.list_pairs(store, args.persona, source=args.source, search=args.search, limit=args.limit)
         counts = prefs.counts(store, args.persona)
     if args.json:
-        print(json.dumps({"counts": counts, "pairs": [p.to_dict() for p in pairs]}, ensure_ascii=False))
+        print(json_text({"counts": counts, "pairs": [p.to_dict() for p in pairs]}))
         return 0
     total = sum(counts.values())
     by = ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "none yet"
@@ -94,7 +94,7 @@ def run_show(args: argparse.Namespace, ws: Workspace) -> int:
     with ws.store() as store:
         p = prefs.get_pair(store, args.pair_id)
     if args.json:
-        print(json.dumps(p.to_dict(), ensure_ascii=False))
+        print(json_text(p.to_dict()))
         return 0
     print(f"pair {p.id} · persona {p.persona_id} · {p.source} · {p.created_at}")
     if p.system:
@@ -135,10 +135,10 @@ def run_export(args: argparse.Namespace, ws: Workspace) -> int:
     summary = export_prefs(ws, args.persona, out, args.format, sources=tuple(args.source or SOURCES),
                            force=args.force)
     if args.json:
-        print(json.dumps(summary, ensure_ascii=False))
+        print(json_text(summary))
     else:
         print(f"wrote {summary['pairs']} pair(s) to {summary['out']}"
               + (f" ({summary['skipped']} without a user turn to answer skipped)" if summary["skipped"] else ""))
         if "dataset_info" in summary:
-            print("dataset_info.json entry: " + json.dumps(summary["dataset_info"], ensure_ascii=False))
+            print("dataset_info.json entry: " + json_text(summary["dataset_info"]))
     return 0

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from persona_studio import review
+from persona_studio.termsafe import json_text
 from persona_studio.workspace import Workspace
 
 
@@ -51,7 +52,7 @@ def run_summary(args: argparse.Namespace, ws: Workspace) -> int:
             "blocked": dict(review.blocked_summary(store, args.persona)),
         }
     if args.json:
-        print(json.dumps(info, ensure_ascii=False))
+        print(json_text(info))
         return 0
     print(f"{args.persona}: " + ", ".join(f"{k} {v}" for k, v in info["counts"].items()))
     top = max(info["scores"].values()) or 1

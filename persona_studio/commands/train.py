@@ -10,11 +10,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
+from persona_studio.termsafe import json_text
 from persona_studio.workspace import Workspace
 
 EXIT = {"done": 0, "failed": 1, "cancelled": 3}
@@ -57,7 +57,7 @@ def run_train(args: argparse.Namespace, ws: Workspace) -> int:
 
     job = jobs.start_job(ws, args.persona, resume=args.resume, method=args.method)
     if args.json:
-        print(json.dumps(job.to_dict(), ensure_ascii=False))
+        print(json_text(job.to_dict()))
     else:
         verb = "resumed" if args.resume else "started"
         print(f"{verb} job {job.job_id} ({job.state}); follow it with `persona-studio jobs show {job.job_id}`")
@@ -71,7 +71,7 @@ def run_list(args: argparse.Namespace, ws: Workspace) -> int:
 
     found = jobs.list_jobs(ws)
     if args.json:
-        print(json.dumps([j.to_dict() for j in found], ensure_ascii=False))
+        print(json_text([j.to_dict() for j in found]))
         return 0
     if not found:
         print("no training jobs yet (start one with `persona-studio train --persona ID`)")
@@ -89,7 +89,7 @@ def run_show(args: argparse.Namespace, ws: Workspace) -> int:
     metrics = jobs.read_metrics(job.job_dir)
     log = jobs.tail_log(job.job_dir, args.log)
     if args.json:
-        print(json.dumps({**job.to_dict(), "last_metrics": metrics[-1] if metrics else None, "log": log}, ensure_ascii=False))
+        print(json_text({**job.to_dict(), "last_metrics": metrics[-1] if metrics else None, "log": log}))
         return 0
     for k, v in job.to_dict().items():
         print(f"{k:>16}: {v}")
