@@ -18,9 +18,7 @@ cleanup() {  # whatever a killed step left running: its engine services and tmux
   for ws in "$OUT/party/ws-vllm" "$OUT/first/ws"; do
     [ -d "$ws/.studio" ] && "$PY" -m persona_studio engine stop -w "$ws" >/dev/null 2>&1 || true
   done
-  if [ "$BACKENDS" = transformers ]; then
-  echo "skipped: the studio's engine service needs vllm"
-elif command -v tmux >/dev/null; then
+  if command -v tmux >/dev/null; then
     tmux ls -F '#S' 2>/dev/null | grep '^ps-bench-' | xargs -r -n1 tmux kill-session -t 2>/dev/null || true
   fi
 }
