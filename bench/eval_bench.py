@@ -131,6 +131,13 @@ def main() -> int:
     if gpu:
         torch.cuda.empty_cache()
 
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        print("vllm is not installed here: the vLLM step is skipped", flush=True)
+        if hf_single:
+            print(f"ratio vs one-at-a-time transformers: transformers batched {hf_batch / hf_single:.1f}x")
+        return 0
     t0 = time.perf_counter()
     service.ensure(ws)
     print(f"vLLM engine service started in {time.perf_counter() - t0:.1f} s (not counted)", flush=True)
