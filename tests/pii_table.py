@@ -39,6 +39,10 @@ PII: list[tuple[str, str, str]] = [
     ("moscow +7 495 123-45-67", "+7 495 123-45-67", "phone"),
     ("madrid +34 612 345 678", "+34 612 345 678", "phone"),
     ("roma 00 39 06 1234 5678", "00 39 06 1234 5678", "phone"),
+    # '+' and a country code, of a possible length, in ranges libphonenumber does not call valid
+    # (UK drama numbers, here as a stand-in for ranges newer than its metadata)
+    ("call me at +44 7700 900123 later ok", "+44 7700 900123", "phone"),
+    ("whatsapp (+44 7700 900987).", "+44 7700 900987", "phone"),
     # national IDs
     ("身份证11010519491231002X。", "11010519491231002X", "id_card"),
     ("id 44030419900307123X here", "44030419900307123X", "id_card"),
@@ -97,6 +101,7 @@ ORDINARY: list[str] = [
     "价格 1999 元，共 3 个",
     "这个价格是199元，还挺便宜",
     "¥ 12,345.67 and +5 points",
+    "+1 for that, +20 xp, +12345678901234567 overflow",
     "$12,345,678.90 total",
     "2024年10月4日 11:42",
     "meet at 12:30:45 tomorrow",

@@ -219,3 +219,19 @@ async def test_review_work_that_cannot_be_carried_is_dropped_only_on_ctrl_f(tmp_
         assert "dropped the review work on 1 sample(s)" in str(summary.render())
     merged = next(s for s in samples(ws) if s.turns[0]["content"] == "a question 0")
     assert len(merged.turns) == 10 and merged.status == "pending"
+
+
+async def test_typing_on_the_import_stage_goes_to_the_path_digits_still_switch(tmp_path: Path) -> None:
+    ws = repo_workspace(tmp_path)
+    app = create_app(ws)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: app.current_mode == "import")
+        box = app.screen.query_one("#import-files", Input)
+        assert app.screen.focused is None  # nothing focused: digits switch stage
+        await pilot.press("p", "e", "r", "s")
+        # the keys typed into nothing reach the path, in order (the focus selects nothing to overwrite)
+        await wait_until(pilot, lambda: app.screen.focused is box and box.value == "pers")
+        await pilot.press("tab")  # and the path completes as usual
+        assert box.value == "personas/"
+        await pilot.press("escape", "2")
+        await wait_until(pilot, lambda: app.current_mode == "review")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -93,6 +93,24 @@ class PathInput(Input):
     suggestion showing, tab moves focus on as everywhere else."""
 
     BINDINGS = [Binding("tab", "complete", "Complete path", show=False)]
+    _typing = False
+
+    def start_typing(self, text: str) -> None:
+        """Focus and type `text` (a key that reached the screen with nothing focused) without the
+        select-all a focus does: the next key must add to the text, not replace it."""
+        self._typing = True
+        self.focus()
+        self.insert_text_at_cursor(text)
+
+    def _on_focus(self, event: events.Focus) -> None:
+        keep = self.select_on_focus
+        self.select_on_focus = keep and not self._typing
+        self._typing = False
+        try:
+            super()._on_focus(event)
+        finally:
+            self.select_on_focus = keep
+        event.prevent_default()  # Textual would call Input._on_focus again, selecting all
 
     def action_complete(self) -> None:
         if self._suggestion and self._suggestion != self.value:
@@ -134,6 +152,15 @@ class ImportScreen(StageScreen):
         def __init__(self, summary: dict[str, Any] | None, error: str | None):
             super().__init__()
             self.summary, self.error = summary, error
+
+    def on_key(self, event: events.Key) -> None:
+        """With nothing focused, typing starts the path (digits still switch stage): typing a file
+        name is the first thing anyone does here, and keys typed into nothing were lost."""
+        if self.focused is not None or not event.is_printable or not event.character or event.character.isdigit():
+            return
+        self.query_one("#import-files", PathInput).start_typing(event.character)
+        event.stop()
+        event.prevent_default()
 
     def compose_body(self) -> ComposeResult:
         yield Static("Import chat exports into a persona — WeChat CSV, Telegram, WhatsApp, QQ, Discord, "
