@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from textual.widgets import DataTable
@@ -56,3 +58,27 @@ async def test_selection_follows_the_new_job_and_survives_table_rebuilds(tmp_pat
         await wait_until(pilot, lambda: table.row_count == 4, timeout=5)
         await pilot.pause(0.3)
         assert screen.selected == "alice-20261130-100000" and table.cursor_row == 0
+
+
+async def test_a_queued_job_that_starts_shows_running_in_full(tmp_path: Path) -> None:
+    ws = Workspace.init(tmp_path / "ws")
+    add_persona(ws, "alice")
+    fake_job(ws, "alice-20261130-100000", "queued", "2026-11-30T10:00:00Z")
+    app = create_app(ws.root)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("3")
+        await wait_until(pilot, lambda: app.current_mode == "train")
+        table = app.screen.query_one("#train-jobs", DataTable)
+        await wait_until(pilot, lambda: table.row_count == 1)
+        status = ws.jobs_dir / "alice-20261130-100000" / "status.json"
+        # Running, as the worker writes it, with a live process the job check takes for a worker.
+        worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "persona_studio.train.worker"])
+        try:
+            status.write_text(json.dumps({**json.loads(status.read_text()), "state": "running", "pid": worker.pid}))
+            await wait_until(pilot, lambda: table.get_cell_at((0, 1)) == "running", timeout=10)
+            await pilot.pause(0.2)
+            lines = ["".join(seg.text for seg in strip) for strip in app.screen._compositor.render_strips()]
+            assert any("alice-20261130-100000" in line and " running " in line for line in lines), lines
+        finally:
+            worker.kill()
+            worker.wait()

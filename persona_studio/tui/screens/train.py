@@ -154,7 +154,12 @@ class TrainScreen(StageScreen):
 
     def on_mount(self) -> None:
         self.fill_personas("#train-persona")
-        self.query_one("#train-jobs", DataTable).add_columns("job", "state", "step")
+        table = self.query_one("#train-jobs", DataTable)
+        # State is a fixed width: an auto width is set by the first value ("queued") and a job
+        # that then runs showed as "runnin".
+        table.add_column("job")
+        table.add_column("state", width=len("cancelled"))  # the longest state (train/jobs.py)
+        table.add_column("step")
         self.query_one("#train-log").display = False
         self.selected: str | None = None
         self.overrides: dict[str, Any] = {}
