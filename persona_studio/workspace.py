@@ -26,6 +26,15 @@ class WorkspaceError(UserError, ValueError):
     """A one-line, user-facing error about the workspace itself."""
 
 
+class NoWorkspace(WorkspaceError):
+    """There is no workspace at `path` yet (no directory, or no settings.jsonc in it): one can be
+    created there, unlike a workspace that exists but cannot be read."""
+
+    def __init__(self, message: str, path: Path):
+        super().__init__(message)
+        self.path = path
+
+
 @dataclass
 class Workspace:
     root: Path
@@ -35,15 +44,15 @@ class Workspace:
     def open(cls, root: str | os.PathLike[str] | None = None) -> Workspace:
         path = Path(root if root is not None else os.getcwd()).expanduser()
         if not path.exists():
-            raise WorkspaceError(f"{path}: workspace does not exist (create one with `persona-studio init {path}`)")
+            raise NoWorkspace(f"{path}: workspace does not exist (create one with `persona-studio init {path}`)", path)
         if not path.is_dir():
             raise WorkspaceError(f"{path}: workspace is not a directory")
         if not os.access(path, os.R_OK | os.X_OK):
             raise WorkspaceError(f"{path}: workspace is not readable")
         cfg = path / "settings.jsonc"
         if not cfg.exists():
-            raise WorkspaceError(
-                f"{path}: no settings.jsonc here — not a workspace (create one with `persona-studio init {path}`)"
+            raise NoWorkspace(
+                f"{path}: no settings.jsonc here — not a workspace (create one with `persona-studio init {path}`)", path
             )
         return cls(path.resolve(), settings_mod.load(cfg))
 

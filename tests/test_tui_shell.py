@@ -107,6 +107,41 @@ async def test_missing_workspace_shows_error_panel(tmp_path: Path) -> None:
         assert "workspace does not exist" in screen_text(pilot)
 
 
+async def test_no_workspace_here_offers_to_create_one_and_opens_it(tmp_path: Path) -> None:
+    from persona_studio import settings
+
+    empty = tmp_path / "new place"
+    empty.mkdir()
+    app = create_app(empty)
+    async with app.run_test(size=(90, 28)) as pilot:
+        await pilot.pause()
+        text = screen_text(pilot)
+        assert "no settings.jsonc here" in text and "Press i to create a workspace" in text
+        assert not (empty / "settings.jsonc").exists()  # nothing until asked
+        await pilot.press("i")
+        await wait_until(pilot, lambda: app.current_mode == "import")
+        assert (empty / "settings.jsonc").read_text() == settings.default_text() and (empty / "personas").is_dir()
+        assert app.workspace is not None and app.workspace.root == empty.resolve()
+        await pilot.press("2")
+        await wait_until(pilot, lambda: app.current_mode == "review")
+        await pilot.press("ctrl+q")
+    assert app.return_code == 0  # the studio opened: a normal exit
+
+
+async def test_a_broken_workspace_is_not_offered_for_creation(tmp_path: Path) -> None:
+    (tmp_path / "settings.jsonc").write_text("{ nope")
+    before = (tmp_path / "settings.jsonc").read_text()
+    app = create_app(tmp_path)
+    async with app.run_test(size=(90, 28)) as pilot:
+        await pilot.pause()
+        assert "Press i" not in screen_text(pilot)
+        await pilot.press("i")  # not a key here: the broken file stays as it is
+        await pilot.pause()
+        assert app.workspace is None
+        await pilot.press("q")
+    assert app.return_code == 2 and (tmp_path / "settings.jsonc").read_text() == before
+
+
 def test_shell_does_not_import_heavy_libraries(workspace) -> None:
     """Visiting every stage must not import torch & co. on the UI thread (checked in a fresh process)."""
     import subprocess

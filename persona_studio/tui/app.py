@@ -18,7 +18,7 @@ from textual.signal import Signal
 
 from persona_studio.errors import UserError
 from persona_studio.tui.screens.base import STAGES
-from persona_studio.workspace import Workspace
+from persona_studio.workspace import NoWorkspace, Workspace
 
 
 class StudioApp(App[int]):
@@ -35,10 +35,11 @@ class StudioApp(App[int]):
         Binding("ctrl+e", "restart_engine", "(Re)start engine", show=False),
     ]
 
-    def __init__(self, workspace: Workspace | None, error: str | None = None):
+    def __init__(self, workspace: Workspace | None, error: str | None = None, create_at: Path | None = None):
         super().__init__()
         self.workspace = workspace
         self.startup_error = error
+        self.create_at = create_at  # no workspace there yet: the error screen offers to create one
         self.engine = None  # the shared inference engine, once started (see ensure_engine)
         self.engine_state = "not started"
         self.engine_error: str | None = None
@@ -49,8 +50,21 @@ class StudioApp(App[int]):
         if self.workspace is None:
             from persona_studio.tui.screens.error import ErrorScreen
 
-            self.push_screen(ErrorScreen(self.startup_error or "no workspace"))
+            self.push_screen(ErrorScreen(self.startup_error or "no workspace", self.create_at))
             return
+        self.open_stages()
+
+    def create_workspace(self) -> None:
+        """The error screen's `i`: a new workspace where the studio was started, then the stages."""
+        assert self.create_at is not None
+        self.workspace = Workspace.init(self.create_at)
+        self.workspace.store().close()
+        self.create_at = self.startup_error = None
+        self.pop_screen()
+        self.open_stages()
+
+    def open_stages(self) -> None:
+        assert self.workspace is not None
         for mode, _key, _title, factory in STAGES:
             self.add_mode(mode, factory)
         self.switch_mode("import")
@@ -206,6 +220,8 @@ def create_app(workspace: str | Path | None) -> StudioApp:
     try:
         ws = Workspace.open(workspace)
         ws.store().close()  # migrate now, and refuse a newer schema before painting stages
+    except NoWorkspace as exc:
+        return StudioApp(None, str(exc), create_at=exc.path)
     except UserError as exc:
         return StudioApp(None, str(exc))
     return StudioApp(ws)
