@@ -315,8 +315,6 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="work directory (default: a temp dir)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds one run may take (cold includes vLLM start)")
     ap.add_argument("--keep", action="store_true", help="leave the engine service running at the end")
-    ap.add_argument("--what-if", action="store_true",
-                    help="also time warm runs with the proposed fix patched in (bench/studio_prewarm.py)")
     args = ap.parse_args()
     if TMUX is None:
         print("first_token_bench: tmux is not installed (apt-get install tmux)", file=sys.stderr)
@@ -349,12 +347,6 @@ def main() -> int:
             after = service.read_info(ws)
             assert before is not None and after is not None and after.pid == before.pid, "the service restarted"
             print(rows[-1], file=sys.stderr)
-        wrapper = f"{studio_python()} {Path(__file__).with_name('studio_prewarm.py')} --workspace {ws.root}"
-        for fix, tag in (("connect", "fixA"), ("connect,httpx", "fixAB")):
-            for i in range(args.warm if args.what_if else 0):
-                label = f"{tag}{i + 1}"
-                rows.append((label, one_run(f"PS_FIX={fix} {wrapper}", sentence, warm_timeout, label, work)))
-                print(rows[-1], file=sys.stderr)
         prof = profile(ws.root) if args.warm else {}
     finally:
         if not args.keep:
@@ -375,13 +367,6 @@ def main() -> int:
         c = statistics.median(cold)
         print(f"cold first token:        {c:.2f} s  ({len(cold)} run{'s' * (len(cold) > 1)})")
         result["cold_median_s"] = round(c, 3)
-    for tag, what in (("fixAB", "A+B: connect at start + httpx client"), ("fixA", "A: connect at start")):
-        fix = [t["first"] for label, t in rows if label.startswith(tag) and label[len(tag):].isdigit()]
-        if fix and warm:
-            f = statistics.median(fix)
-            print(f"what-if {what + ':':<38}{f:.2f} s warm median ({f / w:.2f}x today's; "
-                  f"goal {'met' if f < GOAL_S else 'not met'})")
-            result[f"{tag}_warm_median_s"] = round(f, 3)
     if warm and cold:
         print(f"warm / cold:             {w / c:.3f}  (cold is {c / w:.1f}x the warm time)")
         result["warm_over_cold"] = round(w / c, 4)
