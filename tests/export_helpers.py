@@ -57,3 +57,11 @@ def install_adapter(
     )
     adapters.set_current(ws, persona_id, out.name)
     return out
+
+
+def alice_workspace(root: Path, tiny_model: Path) -> Workspace:
+    """A workspace with persona alice and one adapter version (v0001, current)."""
+    ws = model_workspace(root, tiny_model)
+    add_persona(ws, "alice")
+    install_adapter(ws, "alice", tiny_model, seed=1)
+    return ws

@@ -13,14 +13,12 @@ from persona_studio import adapters
 from persona_studio.cli import main
 from persona_studio.export.adapter import export_adapter
 from persona_studio.export.files import ExportError
-from tests.export_helpers import add_persona, install_adapter, model_workspace
+from tests.export_helpers import add_persona, alice_workspace, install_adapter
 
 
 @pytest.fixture
 def ws(tmp_path: Path, tiny_model: Path):
-    ws = model_workspace(tmp_path / "ws", tiny_model)
-    add_persona(ws, "alice")
-    install_adapter(ws, "alice", tiny_model, seed=1)
+    ws = alice_workspace(tmp_path / "ws", tiny_model)
     install_adapter(ws, "alice", tiny_model, r=16, seed=2)  # v0002 becomes current
     return ws
 

@@ -12,16 +12,14 @@ import pytest
 
 from persona_studio import adapters
 from persona_studio.cli import main
-from tests.export_helpers import add_persona, install_adapter, model_workspace
+from tests.export_helpers import alice_workspace
 
 SECRET = "root:x:0:0:the secret outside the workspace\n"
 
 
 @pytest.fixture
 def ws(tmp_path: Path, tiny_model: Path):
-    ws = model_workspace(tmp_path / "ws", tiny_model)
-    add_persona(ws, "alice")
-    install_adapter(ws, "alice", tiny_model, seed=1)
+    ws = alice_workspace(tmp_path / "ws", tiny_model)
     return ws
 
 

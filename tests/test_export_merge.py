@@ -13,14 +13,12 @@ from persona_studio import adapters
 from persona_studio.cli import main
 from persona_studio.export.files import ExportError
 from persona_studio.export.merge import merge_adapter
-from tests.export_helpers import add_persona, install_adapter, model_workspace
+from tests.export_helpers import add_persona, alice_workspace
 
 
 @pytest.fixture
 def ws(tmp_path: Path, tiny_model: Path):
-    ws = model_workspace(tmp_path / "ws", tiny_model)
-    add_persona(ws, "alice")
-    install_adapter(ws, "alice", tiny_model, seed=1)
+    ws = alice_workspace(tmp_path / "ws", tiny_model)
     return ws
 
 

@@ -8,8 +8,6 @@ import json
 import os
 import shutil
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,7 +16,7 @@ import pytest
 from persona_studio import adapters, cli
 from persona_studio.train import jobs, spec
 from persona_studio.workspace import Workspace, atomic_write
-from tests.train_helpers import PROMPT, add_persona, add_samples, chat, make_ws
+from tests.train_helpers import PROMPT, add_persona, add_samples, chat, make_ws, until
 
 pytestmark = pytest.mark.slow
 
@@ -27,16 +25,6 @@ S2 = "Bob builds robots and fixes old radios."
 PREF_ARGS = {"learning_rate": 5e-4, "max_steps": 20, "per_device_train_batch_size": 2,
              "gradient_accumulation_steps": 1, "save_steps": 5, "cutoff_len": 128, "warmup_ratio": 0.0,
              "lr_scheduler_type": "constant", "beta": 0.1}
-
-
-def _until(pred: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def _cli(ws: Workspace, *argv: str) -> int:
@@ -297,11 +285,11 @@ def test_killed_dpo_job_resumes_its_step_count(tmp_path, tiny_model, sft_adapter
     assert _cli(ws, "import", str(f), "--persona", "alice") == 0
     job = jobs.start_job(ws, "alice", method="dpo")
     job_dir = Path(job.job_dir)
-    _until(lambda: jobs.job_status(job_dir)["checkpoint_step"] >= 10, 240, "a checkpoint at step 10")
+    until(lambda: jobs.job_status(job_dir)["checkpoint_step"] >= 10, 240, "a checkpoint at step 10")
     status = jobs.job_status(job_dir)
     assert status["state"] == "running"
     os.kill(status["pid"], signal.SIGKILL)
-    _until(lambda: jobs.job_status(job_dir)["state"] == "failed", 10, "the killed job to read as failed")
+    until(lambda: jobs.job_status(job_dir)["state"] == "failed", 10, "the killed job to read as failed")
     ckpt = jobs.job_status(job_dir)["checkpoint_step"]
     before = jobs.read_metrics(job_dir)
     assert 10 <= ckpt < 60 and len(before) >= ckpt

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,20 +16,10 @@ import pytest
 from persona_studio import adapters, cli
 from persona_studio.errors import UserError
 from persona_studio.train import jobs, loop, spec
-from tests.train_helpers import PROMPT, REPLY, add_persona, add_samples, chat, make_ws
+from tests.train_helpers import PROMPT, REPLY, add_persona, add_samples, chat, make_ws, until
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _until(pred: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def _cli(ws, *argv: str) -> int:
@@ -125,12 +114,12 @@ def test_killed_job_resumes_from_its_checkpoint(tmp_path: Path, tiny_model: Path
     assert out.returncode == 0, out.stderr
     job = jobs.get_job(ws, json.loads(out.stdout)["job_id"])
     job_dir = Path(job.job_dir)
-    _until(lambda: jobs.job_status(job_dir)["checkpoint_step"] >= 10, 180, "a checkpoint at step 10")
+    until(lambda: jobs.job_status(job_dir)["checkpoint_step"] >= 10, 180, "a checkpoint at step 10")
     status = jobs.job_status(job_dir)
     assert status["state"] == "running"
     assert os.getsid(status["pid"]) == status["pid"] != os.getsid(0)
     os.kill(status["pid"], signal.SIGKILL)
-    _until(lambda: jobs.job_status(job_dir)["state"] == "failed", 10, "the killed job to read as failed")
+    until(lambda: jobs.job_status(job_dir)["state"] == "failed", 10, "the killed job to read as failed")
     ckpt = jobs.job_status(job_dir)["checkpoint_step"]
     before = jobs.read_metrics(job_dir)
     assert ckpt < 40 and len(before) >= ckpt
@@ -169,11 +158,11 @@ def test_jobs_queue_one_at_a_time_and_cancel_gracefully(tmp_path: Path, tiny_mod
         add_persona(ws, pid, name)
         add_samples(ws, pid, [chat(PROMPT, f"I am {name}.")])
     a = jobs.start_job(ws, "alice")
-    _until(lambda: len(jobs.read_metrics(a.job_dir)) >= 3, 180, "alice's job to train")
+    until(lambda: len(jobs.read_metrics(a.job_dir)) >= 3, 180, "alice's job to train")
     b = jobs.start_job(ws, "bob")
     c = jobs.start_job(ws, "carol")
     for j in (b, c):
-        _until(lambda j=j: jobs.job_status(j.job_dir).get("pid"), 60, f"{j.persona_id}'s worker to start")
+        until(lambda j=j: jobs.job_status(j.job_dir).get("pid"), 60, f"{j.persona_id}'s worker to start")
     time.sleep(2)
     assert [jobs.job_status(j.job_dir)["state"] for j in (a, b, c)] == ["running", "queued", "queued"]
     with pytest.raises(UserError, match="already running"):
@@ -187,7 +176,7 @@ def test_jobs_queue_one_at_a_time_and_cancel_gracefully(tmp_path: Path, tiny_mod
     assert stopped.checkpoint_step == jobs.read_metrics(a.job_dir)[-1]["step"] > 3
 
     # First queued, first served: bob trains, carol keeps waiting.
-    _until(lambda: jobs.job_status(b.job_dir)["state"] == "running", 120, "bob's job to leave the queue")
+    until(lambda: jobs.job_status(b.job_dir)["state"] == "running", 120, "bob's job to leave the queue")
     assert jobs.read_status(Path(b.job_dir))["started_at"] >= jobs.read_status(Path(a.job_dir))["finished_at"]
     time.sleep(1)
     assert jobs.job_status(c.job_dir)["state"] == "queued"

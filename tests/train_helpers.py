@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +63,14 @@ def add_samples(ws: Workspace, pid: str, convs: list[list[dict[str, str]]], stat
 
 def chat(user: str, reply: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
+
+
+def until(pred: Callable[[], object], timeout: float, what: str) -> object:
+    """pred()'s first truthy value, polled every 0.1 s (a training job's files appear as it runs)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
