@@ -8,6 +8,7 @@ overwrite what came before it on the line).
 
 from __future__ import annotations
 
+import json
 import re
 
 # C0 and C1 control characters but tab and newline, and DEL.
@@ -28,7 +29,5 @@ _JSON_RAW = re.compile("[\x7f-\x9f]")
 
 def json_text(obj: object, indent: int | None = None) -> str:
     """JSON for a terminal: readable non-ASCII text, every control character escaped."""
-    import json
-
     text = json.dumps(obj, ensure_ascii=False, indent=indent)
     return _JSON_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

