@@ -52,6 +52,11 @@ async def test_import_screen_shows_bad_file_error(tmp_path: Path) -> None:
         box = app.screen.query_one("#import-format")
         await wait_until(pilot, lambda: "junk.bin" in str(box.render()), timeout=30)
         assert "binary" in str(box.render()) or "unknown format" in str(box.render())
+        # ctrl+r then says there is nothing to import (not "which persona?"), and imports nothing
+        await pilot.press("ctrl+r")
+        summary = app.screen.query_one("#import-summary")
+        await wait_until(pilot, lambda: "nothing to import" in str(summary.render()))
+        assert "junk.bin" in str(summary.render()) and imports(ws) == []
 
 
 def imports(ws_root: Path) -> list[tuple]:

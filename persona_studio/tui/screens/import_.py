@@ -183,6 +183,7 @@ class ImportScreen(StageScreen):
 
     def on_mount(self) -> None:
         self.scanned: list[dict[str, Any]] = []
+        self.scan_error: str | None = None  # the last scan's refusal: ctrl+r says it, not "which persona?"
         self.me: str | None = None
         self.undo_armed: int | None = None
         self.fill_personas("#import-persona")
@@ -241,6 +242,7 @@ class ImportScreen(StageScreen):
         speakers = self.query_one("#import-speakers", OptionList)
         speakers.clear_options()
         self.scanned = msg.info
+        self.scan_error = msg.error
         if msg.error:
             fmt_box.update(f"[b red]{escape(msg.error)}[/]")
             self.query_one("#import-run", Button).disabled = True
@@ -308,6 +310,9 @@ class ImportScreen(StageScreen):
     def action_run(self) -> None:
         self.undo_armed = None
         box = self.query_one("#import-summary", Static)
+        if self.scan_error:
+            box.update(f"[b red]nothing to import: {escape(self.scan_error)}[/] — fix the file list and scan again (ctrl+o)")
+            return
         persona = self.query_one("#import-persona", Select).value
         if not isinstance(persona, str):
             box.update("[b red]which persona? pick one in the persona list (or \"new persona…\")[/]")
