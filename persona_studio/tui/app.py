@@ -82,6 +82,9 @@ class StudioApp(App[int]):
             if st == "ready":
                 # A warm service: connect now, so the first reply doesn't wait for it.
                 self.call_from_thread(self.ensure_engine)
+                # And import the Chat screen here, off the UI thread (~50 ms that the first switch
+                # to Chat would otherwise spend there): a warm start is one that is about to chat.
+                import persona_studio.tui.screens.chat  # noqa: F401
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Without a workspace there are no stages: hide their keys from the footer.
