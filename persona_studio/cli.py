@@ -65,11 +65,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def studio_only(argv: Sequence[str]) -> tuple[bool, str | None]:
+    """(True, DIR or None) when argv only opens the studio: nothing, or `-w/--workspace DIR`.
+
+    Those launches skip building the parser: importing every command module and building
+    its subparsers is ~0.1 s of a warm start (launch to first reply) that users wait for.
+    Anything else, including `-w` without a directory, goes through the full parser.
+    """
+    args = list(argv)
+    if not args:
+        return True, None
+    if len(args) == 2 and args[0] in ("-w", "--workspace") and not args[1].startswith("-"):
+        return True, args[1]
+    if len(args) == 1 and args[0].startswith("--workspace=") and len(args[0]) > len("--workspace="):
+        return True, args[0].split("=", 1)[1]
+    return False, None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    workspace = getattr(args, "workspace", None)
-    handler: Handler | None = getattr(args, "handler", None)
+    studio, workspace = studio_only(sys.argv[1:] if argv is None else argv)
+    if studio:
+        handler: Handler | None = None
+    else:
+        args = build_parser().parse_args(argv)
+        workspace = getattr(args, "workspace", None)
+        handler = getattr(args, "handler", None)
     try:
         if handler is None:
             from persona_studio.tui.run import run_tui

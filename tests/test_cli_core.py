@@ -126,3 +126,27 @@ def test_workspace_option_works_before_and_after_the_command(tmp_path: Path) -> 
         r = cli(*argv, cwd=tmp_path)
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["workspace"] == str((tmp_path / "w").resolve())
+
+
+@pytest.mark.parametrize("argv", [[], ["-w", "some dir"], ["--workspace", "d"], ["--workspace=d"]])
+def test_opening_the_studio_reads_the_workspace_like_the_full_parser(argv: list[str]) -> None:
+    """`persona-studio [-w DIR]` skips building every command's parser (a warm start is waited
+    for), and must mean exactly what the full parser would make of it."""
+    from persona_studio.cli import build_parser, studio_only
+
+    args = build_parser().parse_args(argv)
+    assert getattr(args, "handler", None) is None
+    assert studio_only(argv) == (True, getattr(args, "workspace", None))
+
+
+@pytest.mark.parametrize("argv", [["-w"], ["--version"], ["-h"], ["info"], ["-w", "d", "info"], ["-w", "--version"],
+                                  ["--workspace="], ["-wd"]])
+def test_anything_else_goes_through_the_full_parser(argv: list[str]) -> None:
+    from persona_studio.cli import studio_only
+
+    assert studio_only(argv) == (False, None)
+
+
+def test_workspace_flag_without_a_directory_is_a_usage_error(tmp_path: Path) -> None:
+    r = cli("-w", cwd=tmp_path)
+    assert r.returncode == 2 and "expected one argument" in r.stderr

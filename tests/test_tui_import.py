@@ -30,12 +30,16 @@ async def test_import_screen_scans_picks_me_and_builds_samples(tmp_path: Path) -
         assert "wechat" in str(app.screen.query_one("#import-format").render())
         ids = [speakers.get_option_at_index(i).id for i in range(speakers.option_count)]
         speakers.highlighted = ids.index("me")
+        bar = app.screen.query_one("#import-progress")
+        assert not bar.display  # no progress bar before there is work
         await pilot.press("ctrl+r")
+        assert bar.display
         summary = app.screen.query_one("#import-summary")
         await wait_until(pilot, lambda: "done" in str(summary.render()) or "nothing" in str(summary.render()),
                          timeout=60)
         text = str(summary.render())
         assert "1 file(s) imported" in text and "samples:" in text
+        assert bar.percentage == 1 and all(w.auto_refresh is None for w in bar.query("*"))
     with app.workspace.store() as store:
         n = store.query("SELECT count(*) FROM samples WHERE persona_id='alice'")[0][0]
         hits = store.query("SELECT count(*) FROM blocked_hits WHERE persona_id='alice'")[0][0]

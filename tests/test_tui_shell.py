@@ -142,6 +142,22 @@ async def test_a_broken_workspace_is_not_offered_for_creation(tmp_path: Path) ->
     assert app.return_code == 2 and (tmp_path / "settings.jsonc").read_text() == before
 
 
+async def test_idle_stages_do_not_animate(workspace) -> None:
+    """Nothing on an idle stage redraws itself on a timer: an indeterminate progress bar says
+    "busy" when nothing is, and its 15 redraws a second slowed the studio's start (first
+    paint, switch to Chat, first reply) on a 2-core box."""
+    from persona_studio.tui.screens.base import STAGES as ALL_STAGES
+
+    app = create_app(workspace.root)
+    async with app.run_test(size=(100, 30)) as pilot:
+        for mode, key, _title, _ in ALL_STAGES:
+            await pilot.press(key)
+            await wait_until(pilot, lambda m=mode: app.current_mode == m)
+            await pilot.pause()
+            ticking = [w for w in app.screen.query("*") if w.auto_refresh is not None]
+            assert ticking == [], f"{mode}: {ticking}"
+
+
 def test_shell_does_not_import_heavy_libraries(workspace) -> None:
     """Visiting every stage must not import torch & co. on the UI thread (checked in a fresh process)."""
     import subprocess

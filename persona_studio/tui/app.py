@@ -72,19 +72,23 @@ class StudioApp(App[int]):
             self.run_worker(self._look_for_service, thread=True, group="engine-look", exit_on_error=False)
 
     def _look_for_service(self) -> None:
-        """Say in the status line whether an engine service is already up (a warm start)."""
+        """A warm start: connect now to the engine service that is already up, so the first reply
+        doesn't wait for it. Only files are read here (its record, /proc); the connect itself
+        checks the service's health, as on any first use."""
         from persona_studio.engine import service
 
         assert self.workspace is not None
-        st, info = service.state(self.workspace)
-        if info is not None and self.engine is None and self.engine_state == "not started":
-            self.call_from_thread(self.set_engine_state, f"service {st} (pid {info.pid})")
-            if st == "ready":
-                # A warm service: connect now, so the first reply doesn't wait for it.
-                self.call_from_thread(self.ensure_engine)
-                # And import the Chat screen here, off the UI thread (~50 ms that the first switch
-                # to Chat would otherwise spend there): a warm start is one that is about to chat.
-                import persona_studio.tui.screens.chat  # noqa: F401
+        info = service.read_info(self.workspace)
+        if info is None or not service.pid_alive(info.pid):
+            return
+        self.call_from_thread(self._connect_early)
+        # And import the Chat screen here, off the UI thread (~50 ms that the first switch to
+        # Chat would otherwise spend there): a warm start is one that is about to chat.
+        import persona_studio.tui.screens.chat  # noqa: F401
+
+    def _connect_early(self) -> None:
+        if self.engine is None and self.engine_state == "not started":
+            self.ensure_engine()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Without a workspace there are no stages: hide their keys from the footer.

@@ -65,7 +65,7 @@ class EvalScreen(StageScreen):
         yield Static("", id="eval-viewer-title")
         with VerticalScroll(id="eval-viewer"):
             yield Horizontal(id="eval-side")
-        yield ProgressBar(id="eval-progress", show_eta=False)
+        yield ProgressBar(id="eval-progress", show_eta=False, total=1)  # static until a run: see import_.py
         yield Static("no eval run yet: press s to start one", id="eval-status")
 
     def on_mount(self) -> None:

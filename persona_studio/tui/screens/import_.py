@@ -178,7 +178,11 @@ class ImportScreen(StageScreen):
                 yield Select([], prompt="persona", id="import-persona")
                 yield Static("", id="import-format")
                 yield Button("Import + make dataset", id="import-run", variant="primary", disabled=True)
-                yield ProgressBar(id="import-progress", show_eta=True)
+                # Hidden, and not indeterminate, until work runs: an indeterminate bar animates
+                # (redraws 15 times a second) and would say "busy" on an idle stage.
+                bar = ProgressBar(id="import-progress", show_eta=True, total=1)
+                bar.display = False
+                yield bar
                 yield Static("", id="import-summary")
 
     def on_mount(self) -> None:
@@ -332,6 +336,7 @@ class ImportScreen(StageScreen):
         self.query_one("#import-run", Button).disabled = True
         made = f"new persona {persona}, " if create else ""
         box.update(f"importing as {made}{persona} (me = {me or 'roles in file'})…")
+        self.bar_working()
         self.run_import(persona, [f["path"] for f in self.scanned], me, create)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="import-run")
@@ -368,6 +373,7 @@ class ImportScreen(StageScreen):
         persona, self.force_pending = self.force_pending, None
         self.query_one("#import-run", Button).disabled = True
         box.update(f"re-making {escape(persona)}'s samples, dropping the review work that cannot be carried over…")
+        self.bar_working()
         self.run_forced(persona)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="import-run")
@@ -383,6 +389,11 @@ class ImportScreen(StageScreen):
         imp = {"persona": persona, "imported": 0, "unchanged": 0}
         self.post_message(self.Finished({"import": imp, "dataset": ds}, None))
 
+    def bar_working(self) -> None:
+        bar = self.query_one("#import-progress", ProgressBar)
+        bar.display = True
+        bar.update(total=None, progress=0)  # indeterminate until the first count arrives
+
     @on(Progress)
     def _progress(self, msg: Progress) -> None:
         bar = self.query_one("#import-progress", ProgressBar)
@@ -394,6 +405,7 @@ class ImportScreen(StageScreen):
         box = self.query_one("#import-summary", Static)
         if msg.error:
             box.update(f"[b red]{escape(msg.error)}[/]")
+            self.query_one("#import-progress", ProgressBar).display = False  # never left animating
             return
         assert msg.summary is not None
         imp, ds = msg.summary["import"], msg.summary["dataset"]

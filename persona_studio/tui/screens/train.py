@@ -149,7 +149,7 @@ class TrainScreen(StageScreen):
                 yield Static("", id="train-log", markup=False)
                 # probe replies the worker writes every eval.sample_every_steps (eval/samples.py)
                 yield Static("", id="train-samples", markup=False)
-        yield ProgressBar(id="train-progress", show_eta=False)
+        yield ProgressBar(id="train-progress", show_eta=False, total=1)  # static until a job shows: see import_.py
         yield Static("no job selected", id="train-stats")
 
     def on_mount(self) -> None:
