@@ -7,7 +7,9 @@ disconnects and leaves the service up, so the next studio or command reuses the 
 
 from __future__ import annotations
 
-from persona_studio.engine import service
+from typing import Any
+
+from persona_studio.engine import loopback, service
 from persona_studio.engine.base import Progress, no_progress
 from persona_studio.engine.remote import RemoteEngine
 from persona_studio.workspace import Workspace
@@ -31,6 +33,13 @@ class ServiceEngine(RemoteEngine):
         self.max_lora_rank = info.max_lora_rank
         super().start(lambda msg, frac: None)
         progress(f"engine ready (pid {info.pid})", 1.0)
+
+    def _new_client(self, headers: dict[str, str]) -> Any:
+        # The service is plain HTTP on loopback: the standard library's client (see loopback.py).
+        return loopback.LoopbackClient(headers=headers, timeout=self.timeout_s)
+
+    def _transport_errors(self) -> tuple[type[BaseException], ...]:
+        return loopback.ERRORS
 
     def stop_service(self) -> None:
         """Disconnect and stop the service (the TUI's "stop on exit", a headless one-off)."""

@@ -49,32 +49,34 @@ class RemoteEngine:
 
     def _http(self, method: str, path: str, *, root: bool = False, **kw: Any) -> Any:
         """`path` under base_url (…/v1), or under the server root when `root` (vLLM's /tokenize)."""
-        import httpx
-
         base = self.base_url.removesuffix("/v1") if root else self.base_url
         url = f"{base}{path}"
         try:
             return self._http_client().request(method, url, **kw)
-        except httpx.HTTPError as exc:
+        except self._transport_errors() as exc:
             raise EngineError(
                 f"engine.base_url {self.base_url}: server not reachable ({first_line(exc) or type(exc).__name__})"
             ) from None
 
     def _http_client(self) -> Any:
-        """One keep-alive connection pool for every call (a turn makes several: tokenize, chat)."""
-        import httpx
-
+        """One client for every call (a turn makes several: tokenize, chat)."""
         if self._pool is None or self._pool_key != (self.base_url, self.api_key):
             if self._pool is not None:
                 self._pool.close()
-            # Plain http (the engine service on loopback) needs no TLS context; building one
-            # loads the CA bundle, ~0.1 s of CPU on the way to the first reply.
-            tls = self.base_url.startswith("https:")
-            self._pool = httpx.Client(headers={"Authorization": f"Bearer {self.api_key}"},
-                                      timeout=httpx.Timeout(self.timeout_s, connect=10.0),
-                                      **({} if tls else {"verify": False}))
+            self._pool = self._new_client({"Authorization": f"Bearer {self.api_key}"})
             self._pool_key = (self.base_url, self.api_key)
         return self._pool
+
+    def _new_client(self, headers: dict[str, str]) -> Any:
+        """httpx for a server the user names: TLS, proxies from the environment, keep-alive."""
+        import httpx
+
+        return httpx.Client(headers=headers, timeout=httpx.Timeout(self.timeout_s, connect=10.0))
+
+    def _transport_errors(self) -> tuple[type[BaseException], ...]:
+        import httpx
+
+        return (httpx.HTTPError, httpx.StreamError)
 
     def _refresh_models(self) -> list[dict]:
         r = self._http("GET", "/models")
@@ -152,11 +154,10 @@ class RemoteEngine:
             raise EngineError(f"{path}: the server refused to load this adapter (HTTP {r.status_code}) {detail}".strip())
 
     def generate(self, req: GenRequest) -> Iterator[str]:
-        """Stream a chat completion (server-sent events) straight over httpx: the `openai` package
+        """Stream a chat completion (server-sent events) straight over HTTP: the `openai` package
         alone costs ~0.4 s to import, which a warm studio's first reply would pay."""
         if self._client is None:
             raise EngineError("the remote engine is not connected (start it first)")
-        import httpx
 
         model = self.model_for(req.persona_id, req.adapter)
         s = req.sampling
@@ -196,7 +197,7 @@ class RemoteEngine:
             tail = cutter.flush()
             if tail:
                 yield tail
-        except (httpx.HTTPError, httpx.StreamError) as exc:
+        except self._transport_errors() as exc:
             if req.request_id in self._aborted:
                 return  # abort() closed the stream under us: what was said so far is the reply
             raise EngineError(
