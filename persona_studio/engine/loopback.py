@@ -6,7 +6,8 @@ httpx and building its client is 70–150 ms of CPU (more where trio is installe
 imports), paid by every warm studio start before its first reply can stream. This client
 offers the small part of httpx's interface that RemoteEngine uses: `request`, `stream` (a
 context manager) and responses with `status_code`, `text`, `json()`, `read()`, `iter_lines()`
-and `close()`. A connection per request: on loopback one costs well under a millisecond.
+and `close()` (from any thread). A connection per request: on loopback one costs well under
+a millisecond.
 """
 
 from __future__ import annotations
@@ -49,12 +50,16 @@ class Response:
             yield line.decode("utf-8", errors="replace").rstrip("\r\n")
 
     def close(self) -> None:
-        """Also from another thread (the Stop key): shutting the socket down wakes a reader
-        blocked on it at once, and the server sees the client go and aborts the request."""
+        """Safe from another thread (the Stop key): shutting the socket down wakes a reader
+        blocked on it (its read then ends in one of ERRORS) and the server sees the client go
+        and aborts the request. The connection object itself is released by the thread that
+        reads (`release`): http.client's objects are not thread-safe."""
         sock = self._conn.sock
         if sock is not None:
             with suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+    def release(self) -> None:
         self._conn.close()
 
 
@@ -82,7 +87,7 @@ class LoopbackClient:
         try:
             r.read()
         finally:
-            r.close()
+            r.release()
         return r
 
     @contextmanager
@@ -91,7 +96,8 @@ class LoopbackClient:
         try:
             yield r
         finally:
-            r.close()
+            r.close()  # a consumer that walks away early ends the request on the server too
+            r.release()
 
     def close(self) -> None:
         pass  # nothing is kept open between requests
