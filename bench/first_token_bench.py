@@ -249,7 +249,7 @@ assert not started, "the service should be running"
 t = lap("service.ensure (lock, health, fingerprint)", t)
 engine.start()
 t = lap("rest of ServiceEngine.start (GET /models)", t)
-out["httpx imported on the way (it should not be)"] = "httpx" in sys.modules
+out["httpx imported on the way (it should not be)"] = "yes" if "httpx" in sys.modules else "no"
 from persona_studio.chat.session import Conversation
 from persona_studio.chat.tree import ChatTree
 tree = ChatTree(ws.store())
