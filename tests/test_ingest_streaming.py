@@ -76,3 +76,43 @@ def test_big_telegram_json_streams(tmp_path: Path) -> None:
     assert stats.read == n and stats.bad == 0
     assert peak < size / 20, f"peak {peak / MB:.1f} MB for a {size / MB:.0f} MB file"
     assert arrow_peak < size / 20, f"Arrow pool peak {arrow_peak / MB:.1f} MB for a {size / MB:.0f} MB file"
+
+
+@pytest.mark.parametrize("kind", ["alpaca", "sharegpt"])
+def test_a_dataset_written_on_one_line_streams(tmp_path: Path, kind: str) -> None:
+    """`json.dump(data, f)` writes a whole dataset on one line: it must stream like any JSON
+    array, not be read whole as the first line of a would-be JSONL file (1.2 GB for 50 MB)."""
+    path = tmp_path / f"{kind}.json"
+    n = 0
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("[")
+        while f.tell() < 20 * MB:
+            n += 1
+            rec = ({"instruction": f"question {n} " * 10, "input": "", "output": f"answer {n} " * 20}
+                   if kind == "alpaca" else
+                   {"conversations": [{"from": "human", "value": f"question {n} " * 10},
+                                      {"from": "gpt", "value": f"answer {n} " * 20}]})
+            f.write(("" if n == 1 else ",") + json.dumps(rec))
+        f.write("]")
+    assert path.read_bytes().count(b"\n") == 0
+    size = path.stat().st_size
+    peak, _, stats = _peak_while_iterating(path)
+    assert stats.read == 2 * n and stats.bad == 0
+    assert peak < size / 20, f"peak {peak / MB:.1f} MB for a {size / MB:.0f} MB file"
+
+
+def test_a_jsonl_line_over_the_limit_is_skipped_unread_and_later_lines_keep_their_numbers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from persona_studio.ingest import generic
+
+    monkeypatch.setattr(generic, "LINE_LIMIT", 2000)
+    rec = {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}
+    huge = {"conversations": [{"from": "human", "value": "x" * 5000}, {"from": "gpt", "value": "y"}]}
+    lines = ["", json.dumps(rec), json.dumps(huge), json.dumps(rec), "{not json", json.dumps(rec)]
+    path = tmp_path / "data.jsonl"
+    path.write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
+    stats = ReadStats()
+    messages = list(read(path, stats=stats))
+    assert len(messages) == 6 and stats.bad == 2  # three good records of two turns each
+    assert stats.bad_examples == [f"{path}:3: line longer than 2,000 characters (skipped)",
+                                  f"{path}:5: bad JSON (Expecting property name enclosed in double quotes)"]

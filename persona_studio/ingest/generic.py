@@ -105,17 +105,32 @@ def _loads(path: Path, lineno: int, line: str) -> Any:
         raise ImportError_(f"{where(path, lineno)}: {exc} (refused)") from None
 
 
+# A JSONL line (one conversation) longer than this is refused, not read: it would be held and
+# parsed whole. Far above any real conversation; a dataset is a JSON array, streamed below.
+LINE_LIMIT = 64 << 20
+
+
 def _records(path: Path, encoding: str, stats: ReadStats) -> Iterator[tuple[str, Any]]:
-    """(where, record) for a JSONL file, a top-level JSON array, or one JSON object."""
+    """(where, record) for a JSONL file, a top-level JSON array, or one JSON object.
+
+    Only JSONL is read line by line. The kind is told from the first character and at most one
+    bounded line: `json.dump` writes a whole dataset on one line, and reading that "first line"
+    to try it as JSONL held the file in memory and parsed it twice (1.2 GB for a 50 MB array).
+    """
     with open_text(path, encoding) as f:
-        first, lineno = "", 0
-        for lineno, first in enumerate(f, 1):  # noqa: B007 - lineno is used after the loop
-            if first.strip():
-                break
-        try:
-            jsonl = isinstance(_loads(path, lineno, first), dict)
-        except json.JSONDecodeError:
-            jsonl = False
+        lineno, start = 1, ""
+        while start in ("", *" \t\r\n\ufeff"):
+            lineno += start == "\n"
+            start = f.read(1)
+            if start == "":
+                break  # empty: the streaming parser says so
+        first = start + (f.readline(LINE_LIMIT) if start == "{" else "")
+        jsonl = False
+        if first.endswith(("\n", "\r")) or (start == "{" and len(first) <= LINE_LIMIT):
+            try:
+                jsonl = isinstance(_loads(path, lineno, first), dict)
+            except json.JSONDecodeError:
+                pass  # a JSON object over several lines (or cut at the limit): one document
         if jsonl:
             line = first
             while True:
@@ -124,11 +139,16 @@ def _records(path: Path, encoding: str, stats: ReadStats) -> Iterator[tuple[str,
                         yield where(path, lineno), _loads(path, lineno, line)
                     except json.JSONDecodeError as exc:
                         stats.add_bad(where(path, lineno), f"bad JSON ({exc.msg})")
-                line = f.readline()
+                line = f.readline(LINE_LIMIT + 1)
                 if not line:
                     return
                 lineno += 1
-    prefix = "item" if first.lstrip().lstrip("\ufeff").startswith("[") else ""
+                if len(line) > LINE_LIMIT:
+                    while line and not line.endswith(("\n", "\r")):  # skip the rest, unread
+                        line = f.readline(LINE_LIMIT)
+                    stats.add_bad(where(path, lineno), f"line longer than {LINE_LIMIT:,} characters (skipped)")
+                    line = "\n"
+    prefix = "item" if start == "[" else ""
     for index, record in enumerate(jsonstream.items(path, encoding, prefix), 1):
         yield where(path, f"record {index}"), record
 
