@@ -52,6 +52,31 @@ def persona_of_files(ws: Workspace, paths: list[Path]) -> str | None:
     return pid if pid and pid in ws.persona_ids() else None
 
 
+def suggest_me(ws: Workspace, persona_id: str, speakers: list[str]) -> tuple[str, str] | None:
+    """(speaker, why) to offer as the persona's "me" in a new export, or None.
+
+    The speaker this persona's latest import used (people import several exports of the same
+    account), else the one speaker named like the persona's card or id, ignoring case, spaces
+    and punctuation ("Rosa Diaz" ~ rosa-diaz). Only an offer: the TUI shows it and a pick
+    replaces it; headless `import` keeps asking for --me.
+    """
+    present = set(speakers)
+    for imp in list_imports(ws, persona_id):
+        if imp["me"] in present:
+            return imp["me"], f"\"me\" of import {imp['id']}"
+    keys = {_plain(persona_id)}
+    with contextlib.suppress(Exception):  # a card that does not load is `info`'s news, not ours
+        from persona_studio.persona.card import load_persona
+
+        keys.add(_plain(load_persona(ws, persona_id).name))
+    matches = [s for s in speakers if _plain(s) in keys - {""}]
+    return (matches[0], f"named like persona {persona_id}") if len(matches) == 1 else None
+
+
+def _plain(name: str) -> str:
+    return "".join(ch for ch in name.casefold() if ch.isalnum())
+
+
 class _Nested:
     """A Store-shaped view of a connection already inside a transaction: `tx()` is a savepoint."""
 

@@ -188,3 +188,21 @@ def test_me_hints_name_people_not_notices(workspace: Workspace, capsys: pytest.C
     assert cli(workspace, "import", str(chat), "--persona", "p") == 2
     err = one_line_error(capsys)
     assert err.rstrip().endswith("speakers: Ben (4), Anna (3)")
+
+
+def test_suggested_me_is_the_last_imports_else_the_speaker_named_like_the_persona(
+        workspace: Workspace, tmp_path: Path) -> None:
+    from persona_studio.importlog import suggest_me
+    from persona_studio.persona.card import Persona, save_persona
+
+    save_persona(workspace, Persona(id="rosa-diaz", name="Detective Rosa", description="d"))
+    assert suggest_me(workspace, "rosa-diaz", ["Jake", "Rosa Diaz"]) == ("Rosa Diaz", "named like persona rosa-diaz")
+    assert suggest_me(workspace, "rosa-diaz", ["Jake", "detective rosa!"])[0] == "detective rosa!"  # the card's name
+    assert suggest_me(workspace, "rosa-diaz", ["Jake", "Amy"]) is None
+    assert suggest_me(workspace, "rosa-diaz", ["Rosa Diaz", "rosa  diaz"]) is None  # two alike: no guess
+    chat = tmp_path / "chat.txt"
+    chat.write_text("12/31/23, 9:41 PM - Rosa Diaz: hi\n12/31/23, 9:42 PM - R.D.: typing from my phone\n"
+                    "12/31/23, 9:43 PM - Rosa Diaz: ok\n", encoding="utf-8")
+    assert cli(workspace, "import", str(chat), "--persona", "rosa-diaz", "--me", "R.D.") == 0
+    # the account used last time wins over a name match
+    assert suggest_me(workspace, "rosa-diaz", ["Rosa Diaz", "R.D."]) == ("R.D.", '"me" of import 1')

@@ -244,3 +244,44 @@ async def test_typing_on_the_import_stage_goes_to_the_path_digits_still_switch(t
         assert box.value == "personas/"
         await pilot.press("escape", "2")
         await wait_until(pilot, lambda: app.current_mode == "review")
+
+
+async def test_me_is_suggested_for_the_persona_and_a_pick_replaces_it(tmp_path: Path) -> None:
+    """ctrl+r straight after a scan took whoever was listed first (the most messages): for a
+    persona named like one speaker, that imported the other person as "me"."""
+    from persona_studio.persona.card import Persona, save_persona
+
+    root = repo_workspace(tmp_path)
+    save_persona(Workspace.open(root), Persona(id="jake", name="Jake Peralta", description="d"))
+    (root / "chat.txt").write_text(
+        "12/31/23, 9:41 PM - Rosa Diaz: are you coming?\n12/31/23, 9:42 PM - Rosa Diaz: hello?\n"
+        "12/31/23, 9:43 PM - Jake Peralta: yes, with snacks\n", encoding="utf-8")
+    app = create_app(root)
+    async with app.run_test(size=(100, 30)) as pilot:
+        from textual.widgets import Select
+
+        app.screen.query_one("#import-persona", Select).value = "jake"
+        app.screen.query_one("#import-files", Input).value = "chat.txt"
+        await pilot.press("ctrl+o")
+        speakers = app.screen.query_one("#import-speakers", OptionList)
+        await wait_until(pilot, lambda: speakers.option_count == 2, timeout=30)
+        await wait_until(pilot, lambda: app.screen.me == "Jake Peralta")
+        assert speakers.get_option_at_index(0).id == "Rosa Diaz"  # listed first, not taken
+        assert speakers.get_option_at_index(speakers.highlighted).id == "Jake Peralta"
+        assert "suggested: named like persona jake" in str(app.screen.query_one("#import-me").render())
+        speakers.focus()
+        speakers.highlighted = 0
+        await pilot.press("enter")  # a pick replaces the suggestion and stays
+        await wait_until(pilot, lambda: app.screen.me == "Rosa Diaz")
+        app.screen.query_one("#import-persona", Select).value = "alice"
+        await pilot.pause(0.3)
+        assert app.screen.me == "Rosa Diaz" and "suggested" not in str(app.screen.query_one("#import-me").render())
+        app.screen.query_one("#import-persona", Select).value = "jake"
+        speakers.focus()
+        speakers.highlighted = 1
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.screen.me == "Jake Peralta")
+        await pilot.press("ctrl+r")
+        summary = app.screen.query_one("#import-summary")
+        await wait_until(pilot, lambda: "done" in str(summary.render()), timeout=60)
+    assert imports(root) == [(1, "jake", "Jake Peralta")]

@@ -189,6 +189,7 @@ class ImportScreen(StageScreen):
         self.scanned: list[dict[str, Any]] = []
         self.scan_error: str | None = None  # the last scan's refusal: ctrl+r says it, not "which persona?"
         self.me: str | None = None
+        self.me_why: str | None = None  # why `me` was suggested; None once the user picked it
         self.undo_armed: int | None = None
         self.fill_personas("#import-persona")
 
@@ -272,11 +273,38 @@ class ImportScreen(StageScreen):
         if totals:
             speakers.highlighted = 0
             speakers.focus()
+        self.me_why = None
+        self.suggest_me()
         self.query_one("#import-run", Button).disabled = False
+
+    @on(Select.Changed, "#import-persona")
+    def _persona_changed(self) -> None:
+        self.suggest_me()
+
+    def suggest_me(self) -> None:
+        """Offer the persona's usual speaker as "me" (importlog.suggest_me), highlighted, unless
+        the user picked one: ctrl+r straight after a scan used to take whoever came first."""
+        if not self.scanned or (self.me is not None and self.me_why is None):
+            return
+        self.me = self.me_why = None
+        persona = self.query_one("#import-persona", Select).value
+        speakers = self.query_one("#import-speakers", OptionList)
+        names = [str(speakers.get_option_at_index(i).id) for i in range(speakers.option_count)]
+        generic = all(f["format"] in GENERIC for f in self.scanned)
+        if isinstance(persona, str) and persona != NEW_PERSONA and names and not generic:
+            from persona_studio.importlog import suggest_me
+
+            got = suggest_me(self.workspace, persona, names)
+            if got is not None:
+                self.me, self.me_why = got
+                speakers.highlighted = names.index(self.me)
+        self._show_me()
 
     def _show_me(self) -> None:
         label = self.query_one("#import-me", Static)
-        if self.me is not None:
+        if self.me is not None and self.me_why is not None:
+            label.update(f"me: [b]{escape(self.me)}[/] (suggested: {escape(self.me_why)}; enter on a speaker changes it)")
+        elif self.me is not None:
             label.update(f"me: [b]{escape(self.me)}[/]")
         elif all(f["format"] in GENERIC for f in self.scanned) and self.scanned:
             label.update("me: the file's assistant role")
@@ -287,7 +315,7 @@ class ImportScreen(StageScreen):
     def _pick_me(self, event: OptionList.OptionSelected) -> None:
         """Enter on a speaker makes it "me"; starting the import stays ctrl+r / the button."""
         event.stop()
-        self.me = event.option.id
+        self.me, self.me_why = event.option.id, None
         self._show_me()
         self.query_one("#import-run", Button).focus()
 
