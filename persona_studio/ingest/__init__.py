@@ -57,7 +57,7 @@ def _detect_text(head: str) -> str | None:
 
 def _unknown(path: Path) -> ImportError_:
     return ImportError_(
-        f"{path}: unknown format (not a WeChat CSV, Telegram/Discord JSON, WhatsApp/QQ text "
+        f"{path}: unknown format (not a WeChat CSV, Telegram JSON/HTML, Discord JSON, WhatsApp/QQ text "
         f"or {'/'.join(generic.NAMES)} dataset)"
     )
 
