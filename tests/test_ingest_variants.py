@@ -242,3 +242,33 @@ def test_persona_import_of_an_itxt_card(workspace: Workspace, tmp_path: Path) ->
     path.write_bytes(png_with(b"iTXt", b"chara\0\0\0\0\0" + text))
     assert main(["persona", "import", str(path), "--id", "zoe", "--no-index", "-w", str(workspace.root)]) == 0
     assert "zoe" in workspace.persona_ids()
+
+
+def test_wechatmsg_csv_with_wechats_own_columns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """WeChatMsg / MemoTrace export WeChat's message table: numeric Type/SubType, Unix
+    CreateTime, IsSender, StrContent (a quote reply's XML), Remark/NickName/Sender."""
+    path = DATA / "wechatmsg.csv"
+    assert detect(path) == "wechat"
+    msgs, stats = load(path)
+    assert (stats.read, stats.bad) == (10, 1) and stats.bad_examples == [f"{path}:11: bad IsSender '2'"]
+    first, mine, image, sticker, quote, pat, recall, two_lines, file, call = msgs
+    assert (first.speaker, first.speaker_id, first.ts) == ("小林", "wxid_lin01", ts(2024, 1, 1, 4, 0))
+    assert (mine.speaker, mine.speaker_id, mine.text) == ("me", "is_sender:1", "好呀，我订票")
+    assert [m.kind for m in (image, sticker, pat, recall, file, call)] == ["image", "sticker", "system", "recall",
+                                                                          "file", "other"]
+    assert (quote.kind, quote.text) == ("quote", "就这家，电话 13800138000")  # the quoted 哪家酒店？ is not kept
+    assert two_lines.text == "第一行\n第二行"
+    ws = Workspace.init(tmp_path / "ws")
+    add_persona(ws, "lin")
+    assert main(["-w", str(ws.root), "import", str(path), "--persona", "lin", "--me", "me"]) == 0
+    assert main(["-w", str(ws.root), "make-dataset", "--persona", "lin", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert out["redacted"] == {"phone": 1} and out["samples"]["total"] >= 1
+
+
+def test_a_csv_without_strcontent_is_not_taken_for_wechatmsg(tmp_path: Path) -> None:
+    bad = tmp_path / "w.csv"
+    bad.write_text("localId,TalkerId,Type,IsSender,CreateTime,StrTime\n1,wxid_a,1,0,1704081600,2024-01-01 12:00:00\n",
+                   encoding="utf-8")
+    with pytest.raises(Exception, match="unknown format"):  # without StrContent it is no WeChatMsg CSV
+        detect(bad)
