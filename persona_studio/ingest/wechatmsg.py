@@ -18,6 +18,7 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, TextIO
 
 from persona_studio.ingest.base import ImportError_, Kind, Message
 from persona_studio.ingest.common import ReadStats, parse_wall_time, where
@@ -75,7 +76,7 @@ def read(path: Path, encoding: str, stats: ReadStats) -> Iterator[Message]:
     return _rows(path, f, reader, header, stats)
 
 
-def _rows(path: Path, f, reader, header: list[str], stats: ReadStats) -> Iterator[Message]:  # noqa: ANN001
+def _rows(path: Path, f: TextIO, reader: Any, header: list[str], stats: ReadStats) -> Iterator[Message]:
     col = {name: i for i, name in enumerate(header)}
 
     def get(row: list[str], name: str) -> str:
