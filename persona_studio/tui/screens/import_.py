@@ -303,7 +303,8 @@ class ImportScreen(StageScreen):
     def _show_me(self) -> None:
         label = self.query_one("#import-me", Static)
         if self.me is not None and self.me_why is not None:
-            label.update(f"me: [b]{escape(self.me)}[/] (suggested: {escape(self.me_why)}; enter on a speaker changes it)")
+            # short: the column is a third of an 80-column screen; the title says enter picks
+            label.update(f"me: [b]{escape(self.me)}[/] (suggested: {escape(self.me_why)})")
         elif self.me is not None:
             label.update(f"me: [b]{escape(self.me)}[/]")
         elif all(f["format"] in GENERIC for f in self.scanned) and self.scanned:
