@@ -104,7 +104,7 @@ class MakeDatasetArgs:
     )
     combine_separator: str = _f("\n", "Joins merged messages of one turn.")
     non_text: Literal["skip", "cut"] = _f(
-        "skip", "Stickers, images, voice, recalls, system notices: skip them, or cut the conversation there."
+        "skip", "Stickers, images, voice, forwards, recalls, system notices: skip them, or cut the conversation there."
     )
     min_turn_chars: int = _f(1, "Drop turns shorter than this many characters.", min=0)
     max_turn_chars: int = _f(2000, "Drop turns longer than this many characters.", min=1)

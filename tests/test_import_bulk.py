@@ -146,6 +146,8 @@ def test_arrow_and_row_paths_agree_on_odd_rows(tmp_path: Path, monkeypatch: pyte
     assert {"text", "image", "recall", "other"} <= kinds
     assert any(m.text == "two\nlines" for m in fast) and any(m.text == "lone\rcr" for m in fast)
     assert any(m.meta.get("is_forward") == 1 for m in fast) and any("MsgSvrID" not in m.meta for m in fast)
+    # a forwarded text is someone else's words: kind "forward" on both paths, never "text"
+    assert "forward" in kinds and not any(m.kind == "text" and m.meta.get("is_forward") for m in fast)
     assert {m.speaker for m in fast} == {"me", "bob", "李四"}
 
 

@@ -60,7 +60,7 @@ def test_wechat_private_chat() -> None:
     assert first.ts == ts(2024, 10, 4, 11, 42)
     assert (mine.speaker, mine.speaker_id, mine.meta["is_sender"]) == ("me", "is_sender:1", 1)
     assert msgs[2].text == "晚上一起吃饭吗\n我知道一家新开的火锅店\n就在公司楼下"
-    assert [m.kind for m in msgs[3:]] == ["sticker", "text", "image", "quote", "voice", "recall", "system", "other", "text"]
+    assert [m.kind for m in msgs[3:]] == ["sticker", "text", "image", "quote", "voice", "recall", "system", "other", "forward"]
     assert msgs[6].text == "七点吧"  # a quote keeps its text
     assert msgs[4].ts == ts(2024, 10, 4, 11, 46, 10)
     assert msgs[9].ts == 1728042660.0  # unix seconds accepted
@@ -96,7 +96,7 @@ def test_telegram_single_chat() -> None:
     assert (photo.kind, photo.text) == ("image", "from the balcony")
     assert (sticker.kind, sticker.meta["sticker_emoji"]) == ("sticker", "😍")
     assert voice.kind == "voice"
-    assert fwd.meta["forwarded_from"] == "Space News"
+    assert (fwd.kind, fwd.meta["forwarded_from"]) == ("forward", "Space News")  # not the persona's words
     # No date_unixtime: the naive ISO date is read as UTC; `from: null` falls back to the id.
     assert deleted.ts == ts(2023, 1, 5, 12, 10) and deleted.speaker == "user999"
 

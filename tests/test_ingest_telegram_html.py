@@ -44,8 +44,8 @@ def test_a_chat_reads_across_its_pages_with_senders_media_and_notices() -> None:
     assert reply.text == "No! I was asleep. Call me next time: +44 7700 900123"  # not "In reply to this message"
     assert (sticker.kind, sticker.speaker, sticker.text) == ("sticker", "Ben Okafor", "")
     assert (photo.kind, photo.text) == ("image", "here, from my balcony")
-    assert (fwd.speaker, fwd.text, fwd.meta["forwarded_from"]) == ("Anna Petrova", "Strong geomagnetic storm tonight.",
-                                                                 "Space Weather")
+    assert (fwd.speaker, fwd.kind, fwd.text, fwd.meta["forwarded_from"]) == (
+        "Anna Petrova", "forward", "Strong geomagnetic storm tonight.", "Space Weather")  # not her words
     assert (voice.kind, voice.speaker) == ("voice", "Ben Okafor")  # not "Ben Okafor via @gif"
     assert morning.text == "Good morning ☀️\n\nTea at five?"  # from messages2.html
     assert speakers(DATA / "messages.html") == [("Anna Petrova", 5), ("Ben Okafor", 3)]
@@ -94,3 +94,4 @@ def test_import_and_dataset_from_an_html_export(tmp_path: Path, capsys: pytest.C
     assert main(["-w", str(ws.root), "make-dataset", "--persona", "anna", "--json"]) == 0
     ds = json.loads(capsys.readouterr().out)
     assert ds["samples"]["total"] == 2 and ds["redacted"] == {"phone": 1}
+    assert ds["messages"]["skipped"]["non_text:forward"] == 1  # the forwarded post is no training text

@@ -14,8 +14,9 @@ if TYPE_CHECKING:
     from persona_studio.store.blocks import Block
 
 # What a message is. Only "text" becomes training data; the rest are skipped or cut the
-# conversation (settings: make_dataset.non_text).
-Kind = Literal["text", "image", "sticker", "voice", "video", "file", "quote", "system", "recall", "other"]
+# conversation (settings: make_dataset.non_text). "forward": text forwarded from elsewhere
+# (a channel post, another chat) - someone else's words, not the persona's.
+Kind = Literal["text", "image", "sticker", "voice", "video", "file", "quote", "forward", "system", "recall", "other"]
 
 
 @dataclass(slots=True)

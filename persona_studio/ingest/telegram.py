@@ -92,6 +92,8 @@ def to_message(msg: dict[str, Any], chat: str) -> Message:
         speaker_id = str(msg.get("from_id") or "")
         # A deleted account exports `from: null`; its id still tells people apart.
         speaker = str(msg.get("from") or speaker_id or "Deleted Account")
+    if kind == "text" and msg.get("forwarded_from") not in (None, ""):
+        kind = "forward"
     meta: dict[str, Any] = {"id": msg.get("id")}
     for key in ("reply_to_message_id", "forwarded_from", "edited_unixtime", "sticker_emoji"):
         if msg.get(key) not in (None, ""):

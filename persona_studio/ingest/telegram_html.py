@@ -217,7 +217,7 @@ def _message(raw: dict[str, Any], chat: str, last: Message | None, day: float | 
         meta["forwarded_from"] = _clean(parts["fwd_from"])
     if isinstance(raw["reply_to"], str) and raw["reply_to"]:
         meta["reply_to_message_id"] = raw["reply_to"]
-    kind: Kind = raw["media"] or "text"
+    kind: Kind = raw["media"] or ("forward" if parts["fwd_from"] else "text")
     return Message(ts=ts, speaker=speaker, text=_clean(parts["text"]), kind=kind, speaker_id=speaker, chat=chat,
                    meta=meta)
 

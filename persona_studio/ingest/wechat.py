@@ -331,6 +331,8 @@ class _Columns:
                 fields["MsgSvrID"] = svr
             if self.i_fwd is not None and row[self.i_fwd].strip() not in ("", "0"):
                 fields["is_forward"] = 1
+                if kind in ("text", "quote"):
+                    kind = "forward"  # someone else's words (see ingest/base.py Kind)
             if kind == "other":
                 fields["type_name"] = type_name
             ts_l.append(ts)

@@ -113,6 +113,7 @@ class ArrowColumns:
             per_value = [None if f.strip() in ("", "0") else 1 for f in fwd]
             if any(per_value):
                 meta["is_forward"] = pa.array(per_value, pa.int64()).take(pa.array(fwd_idx))
+                kind = _forwards(kind, np.array([v is not None for v in per_value], dtype=bool)[fwd_idx])
         if "other" in kinds:
             per_type = [t if k == "other" else None for t, k in zip(type_names, kinds, strict=True)]
             meta["type_name"] = pa.array(per_type, pa.string()).take(pa.array(type_idx))
@@ -123,6 +124,20 @@ class ArrowColumns:
 def _dict(column: Any) -> tuple[np.ndarray, list[str]]:
     """(indices, dictionary values) of a dictionary column as read (values may be unused)."""
     return column.indices.to_numpy(zero_copy_only=False), column.dictionary.to_pylist()
+
+
+def _forwards(kind: Any, forwarded: np.ndarray) -> pa.Array:
+    """`kind` with forwarded rows' "text"/"quote" made "forward": someone else's words
+    (ingest/base.py Kind), as the row path does."""
+    import pyarrow as pa
+
+    values = kind.dictionary.to_pylist()
+    if "forward" not in values:
+        values.append("forward")
+    idx = kind.indices.to_numpy(zero_copy_only=False).astype(np.int32)
+    textish = np.isin(idx, [values.index(k) for k in ("text", "quote") if k in values])
+    idx[forwarded & textish] = values.index("forward")
+    return pa.DictionaryArray.from_arrays(pa.array(idx), pa.array(values, pa.string()))
 
 
 def _dictionary(indices: np.ndarray, per_index: list[str]) -> pa.Array:
