@@ -324,6 +324,14 @@ def main() -> int:
     from persona_studio.engine import service
 
     cuda = torch.cuda.is_available()
+    # Bytecode as an installed studio has it: pip compiles it at install, and a plain Python
+    # writes it on the first run. Where PYTHONDONTWRITEBYTECODE is set (some sandboxes), an
+    # edited module would otherwise be compiled again at every launch timed here.
+    import compileall
+
+    import persona_studio
+
+    compileall.compile_dir(str(Path(persona_studio.__file__).parent), quiet=1)
     work = Path(args.out or tempfile.mkdtemp(prefix="first-token-"))
     work.mkdir(parents=True, exist_ok=True)
     device = "cuda " + torch.cuda.get_device_name(0) if cuda else "cpu"
