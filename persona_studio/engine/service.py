@@ -153,18 +153,15 @@ def session_pids(sid: int) -> list[int]:
 
 
 def _health(info: ServiceInfo, timeout: float = 2.0) -> bool:
-    # The standard library's client: this runs at every studio launch and status check, and
-    # `httpx.get` would build a client with a TLS context (~0.1 s of CPU) for a loopback GET.
-    import http.client
+    # The loopback client (engine/loopback.py): this runs at every studio launch and status
+    # check, and `httpx.get` would build a client with a TLS context (~0.1 s of CPU).
+    from persona_studio.engine import loopback
 
-    conn = http.client.HTTPConnection(info.host, info.port, timeout=timeout)
     try:
-        conn.request("GET", "/health")
-        return conn.getresponse().status == 200
-    except (OSError, http.client.HTTPException):
+        r = loopback.LoopbackClient(headers={}, timeout=timeout).request("GET", f"http://{info.host}:{info.port}/health")
+    except loopback.ERRORS:
         return False
-    finally:
-        conn.close()
+    return r.status_code == 200
 
 
 def state(ws: Workspace, *, role: str = ENGINE) -> tuple[str, ServiceInfo | None]:
