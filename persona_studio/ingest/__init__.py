@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from persona_studio.ingest import discord, generic, qq, telegram, wechat, whatsapp
+from persona_studio.ingest import discord, generic, qq, telegram, telegram_html, wechat, wechatmsg, whatsapp
 from persona_studio.ingest.base import ImportError_, Message
 from persona_studio.ingest.common import ReadStats
 from persona_studio.ingest.encoding import sniff
@@ -37,9 +37,28 @@ FORMATS: tuple[str, ...] = (
     "openai", "sharegpt", "alpaca", "chatglm", "sillytavern", "dpo", "kto",
 )
 
+Reader = Callable[[Path, str, ReadStats], Iterator[Message]]
+# A format's other shapes (the same app's or tool's second export format), read under its name:
+# (sniff, read), tried before the format's own reader.
+_SHAPES: dict[str, tuple[tuple[Callable[[str], bool], Reader], ...]] = {
+    "telegram": ((telegram_html.sniff, telegram_html.read),),  # Telegram Desktop's HTML export
+    "wechat": ((wechatmsg.sniff, wechatmsg.read),),  # WeChatMsg / MemoTrace's CSV
+}
+
+
+def _shape(fmt: str, head: str) -> Reader | None:
+    return next((read for sniff, read in _SHAPES.get(fmt, ()) if sniff(head)), None)
+
+
+def _sniffer(fmt: str, own: Callable[[str], bool]) -> Callable[[str], bool]:
+    return lambda head: own(head) or _shape(fmt, head) is not None
+
+
 _SNIFFERS: dict[str, Callable[[str], bool]] = {
-    "wechat": wechat.sniff, "telegram": telegram.sniff, "whatsapp": whatsapp.sniff,
-    "qq": qq.sniff, "discord": discord.sniff, **generic.SNIFFERS,
+    name: _sniffer(name, own) for name, own in {
+        "wechat": wechat.sniff, "telegram": telegram.sniff, "whatsapp": whatsapp.sniff,
+        "qq": qq.sniff, "discord": discord.sniff, **generic.SNIFFERS,
+    }.items()
 }
 # Most specific first: Discord and Telegram JSON before the dataset shapes, and ChatGLM's
 # role/content conversations before ShareGPT (whose reader accepts those too).
@@ -72,7 +91,10 @@ def detect(path: Path) -> str:
     return name
 
 
-def _messages(path: Path, fmt: str, encoding: str, stats: ReadStats) -> Iterator[Message]:
+def _messages(path: Path, fmt: str, encoding: str, stats: ReadStats, head: str) -> Iterator[Message]:
+    shape = _shape(fmt, head)
+    if shape is not None:
+        return shape(path, encoding, stats)
     if fmt in ("dpo", "kto"):  # preference pairs; the importer stores them through prefs/imports.py
         from persona_studio.prefs import imports as pref_imports
 
@@ -83,8 +105,8 @@ def _messages(path: Path, fmt: str, encoding: str, stats: ReadStats) -> Iterator
     return module.read(path, encoding, stats)
 
 
-def _resolve(path: Path, fmt: str, stats: ReadStats) -> tuple[str, str]:
-    """(format, encoding) of `path` after the whole-file checks; records both in `stats`."""
+def _resolve(path: Path, fmt: str, stats: ReadStats) -> tuple[str, str, str]:
+    """(format, encoding, head) of `path` after the whole-file checks; records the first two in `stats`."""
     if fmt != "auto" and fmt not in FORMATS:
         raise ImportError_(f"{path}: unknown format name {fmt!r} (choose from auto, {', '.join(FORMATS)})")
     encoding, head = sniff(path)
@@ -99,7 +121,7 @@ def _resolve(path: Path, fmt: str, stats: ReadStats) -> tuple[str, str]:
         article = "an" if fmt[0] in "aeiou" else "a"
         raise ImportError_(f"{path}: not {article} {fmt} file ({looks})")
     stats.encoding, stats.format = encoding, fmt
-    return fmt, encoding
+    return fmt, encoding, head
 
 
 def read(path: Path, fmt: str = "auto", stats: ReadStats | None = None) -> Iterator[Message]:
@@ -107,8 +129,8 @@ def read(path: Path, fmt: str = "auto", stats: ReadStats | None = None) -> Itera
     at call time; per-record problems are counted in `stats` while iterating."""
     path = Path(path)
     stats = stats if stats is not None else ReadStats()
-    fmt, encoding = _resolve(path, fmt, stats)
-    return _messages(path, fmt, encoding, stats)
+    fmt, encoding, head = _resolve(path, fmt, stats)
+    return _messages(path, fmt, encoding, stats, head)
 
 
 def read_blocks(path: Path, fmt: str = "auto", stats: ReadStats | None = None) -> Iterator[Block]:
@@ -117,10 +139,10 @@ def read_blocks(path: Path, fmt: str = "auto", stats: ReadStats | None = None) -
 
     path = Path(path)
     stats = stats if stats is not None else ReadStats()
-    fmt, encoding = _resolve(path, fmt, stats)
-    if fmt == "wechat":
+    fmt, encoding, head = _resolve(path, fmt, stats)
+    if fmt == "wechat" and _shape(fmt, head) is None:
         return wechat.read_blocks(path, encoding, stats)
-    return blocks_of(_messages(path, fmt, encoding, stats))
+    return blocks_of(_messages(path, fmt, encoding, stats, head))
 
 
 def speakers(path: Path, fmt: str = "auto") -> list[tuple[str, int]]:

@@ -1,5 +1,5 @@
-"""Telegram Desktop's JSON export (`result.json`); its HTML export is telegram_html.py,
-under the same format name (the export dialog offers both, and HTML is its default).
+"""Telegram Desktop's JSON export (`result.json`); its HTML export is telegram_html.py, read
+under the same format name (ingest/__init__.py `_SHAPES`).
 
 Two JSON shapes: one chat `{name, type, id, messages: [...]}`, or the full account export
 `{about, chats: {list: [{name, …, messages}]}, left_chats: {list: [...]}}`. Both are walked
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from persona_studio.ingest import jsonstream, telegram_html
+from persona_studio.ingest import jsonstream
 from persona_studio.ingest.base import Kind, Message
 from persona_studio.ingest.common import ReadStats, json_messages, parse_iso
 
@@ -34,8 +34,6 @@ _MEDIA_KINDS: dict[str, Kind] = {
 
 
 def sniff(head: str) -> bool:
-    if telegram_html.sniff(head):
-        return True
     if not head.lstrip().startswith("{"):
         return False
     keys = set(_KEY.findall(head))
@@ -118,8 +116,4 @@ def _records(path: Path, encoding: str) -> Iterator[tuple[Any, str]]:
 
 
 def read(path: Path, encoding: str, stats: ReadStats) -> Iterator[Message]:
-    from persona_studio.ingest.encoding import sniff as sniff_head
-
-    if telegram_html.sniff(sniff_head(path)[1]):
-        return telegram_html.read(path, encoding, stats)
     return json_messages(path, _records(path, encoding), to_message, stats, (ValueError, TypeError, OverflowError))

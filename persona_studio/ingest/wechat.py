@@ -1,5 +1,6 @@
 """WeChat-style CSV, as PyWxDump/WeClone users export it (WeChatMsg's CSV, WeChat's own
-message table columns, is ingest/wechatmsg.py, read under the same format name).
+message table columns, is ingest/wechatmsg.py, read under the same format name: `_SHAPES` in
+ingest/__init__.py).
 
 Header `id,MsgSvrID,type_name,is_sender,talker,room_name,msg,src,CreateTime[,is_forward]`;
 `msg` may hold newlines inside quotes. is_sender=1 is the account owner, who becomes speaker
@@ -30,7 +31,6 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from persona_studio.ingest import wechatmsg
 from persona_studio.ingest.base import ImportError_, Kind, Message, messages_of
 from persona_studio.ingest.common import ReadStats, parse_wall_time, where
 from persona_studio.ingest.encoding import open_utf8_bytes
@@ -132,7 +132,7 @@ def sniff(head: str) -> bool:
     """A comma header naming at least three of the known columns (so a file missing some
     still reaches `read`, which names what is missing)."""
     cols = set(_header(head))
-    return (len(cols & set(KNOWN)) >= 3 and bool(cols & {"msg", "type_name", "talker"})) or wechatmsg.sniff(head)
+    return len(cols & set(KNOWN)) >= 3 and bool(cols & {"msg", "type_name", "talker"})
 
 
 def read(path: Path, encoding: str, stats: ReadStats) -> Iterator[Message]:
@@ -152,14 +152,7 @@ def _lines(row: list[str]) -> int:
 def read_blocks(path: Path, encoding: str, stats: ReadStats) -> Iterator[Block]:
     """The file as Blocks (`is_me` left empty: the importer decides); see the module doc."""
     from persona_studio.ingest.csvchunks import CsvChunks
-    from persona_studio.ingest.encoding import sniff as sniff_head
     from persona_studio.ingest.wechat_arrow import ArrowColumns
-
-    if wechatmsg.sniff(sniff_head(path)[1]):  # the other CSV shape: WeChatMsg / MemoTrace
-        from persona_studio.store.blocks import blocks_of
-
-        yield from blocks_of(wechatmsg.read(path, encoding, stats))
-        return
 
     if csv.field_size_limit() < _FIELD_LIMIT:
         csv.field_size_limit(min(_FIELD_LIMIT, sys.maxsize))

@@ -239,7 +239,7 @@ def import_into(db: Any, persona_id: str, path: Path, sha: str, fmt: str, pii: A
     from persona_studio.prefs.store import insert_imported
 
     stats = ReadStats()
-    fmt, encoding = ingest._resolve(path, fmt, stats)
+    fmt, encoding, _head = ingest._resolve(path, fmt, stats)
     pairs, unpaired = read_pairs(path, fmt, encoding, stats)
     if not pairs:
         why = stats.bad_examples[0] if stats.bad_examples else (
